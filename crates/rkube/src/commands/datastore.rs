@@ -1,0 +1,129 @@
+//! `rkube datastore`: stats, compaction, snapshot save and restore of the embedded store.
+//!
+//! Each command takes `--data-dir` and works on `<data-dir>/server/db/state.redb`, creating an
+//! empty store where there is none. `stats` and `snapshot save` also work while a server has the
+//! store open (they read a consistent snapshot next to it); `compact` and `snapshot restore` need
+//! the store to themselves.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use rkube_store::embedded::{self, EmbeddedStore, snapshot};
+use rkube_store::{Error as StoreError, Store};
+
+/// `rkube datastore ...`
+#[derive(Args)]
+pub struct DatastoreArgs {
+    /// The data directory of the server.
+    #[arg(long, global = true, default_value = "/var/lib/rkube", env = "RKUBE_DATA_DIR")]
+    data_dir: PathBuf,
+
+    #[command(subcommand)]
+    command: DatastoreCommand,
+}
+
+#[derive(Subcommand)]
+enum DatastoreCommand {
+    /// Print key count, revision, compacted revision and file size.
+    Stats {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Drop history up to a revision (default: the current one). Live keys are kept.
+    Compact {
+        /// Compact up to this revision instead of the current one.
+        #[arg(long)]
+        revision: Option<i64>,
+    },
+    /// Save or restore snapshots.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Write a consistent snapshot of the store to FILE (works while a server runs).
+    Save {
+        /// The snapshot file to write.
+        file: PathBuf,
+    },
+    /// Replace the store with the snapshot in FILE (the server must be stopped).
+    Restore {
+        /// The snapshot file to read.
+        file: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+/// Runs a `datastore` subcommand.
+pub async fn run(args: DatastoreArgs) -> anyhow::Result<()> {
+    let db_path = embedded::db_path(&args.data_dir);
+    match args.command {
+        DatastoreCommand::Stats { output } => {
+            let path = db_path.clone();
+            let stats = tokio::task::spawn_blocking(move || snapshot::stats(&path)).await??;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&stats)?),
+                Output::Text => {
+                    println!("path:               {}", db_path.display());
+                    println!("keys:               {}", stats.keys);
+                    println!("revision:           {}", stats.revision);
+                    println!("compacted revision: {}", stats.compacted_revision);
+                    println!("size bytes:         {}", stats.size_bytes);
+                }
+            }
+        }
+        DatastoreCommand::Compact { revision } => {
+            let store = EmbeddedStore::open(&db_path).map_err(|err| match err {
+                StoreError::Locked { .. } => anyhow::Error::new(err).context(
+                    "cannot compact a store a running server holds (the server compacts it every 5 minutes)",
+                ),
+                other => other.into(),
+            })?;
+            let target = match revision {
+                Some(revision) => revision,
+                None => store.current_revision().await?,
+            };
+            store
+                .compact(target)
+                .await
+                .with_context(|| format!("compacting {} to revision {target}", db_path.display()))?;
+            println!("compacted {} to revision {target}", db_path.display());
+        }
+        DatastoreCommand::Snapshot(SnapshotCommand::Save { file }) => {
+            let path = db_path.clone();
+            let info = tokio::task::spawn_blocking(move || snapshot::save(&path, &file)).await??;
+            println!(
+                "saved snapshot {} at revision {} ({} keys, {} bytes)",
+                info.path.display(),
+                info.revision,
+                info.keys,
+                info.size_bytes
+            );
+        }
+        DatastoreCommand::Snapshot(SnapshotCommand::Restore { file }) => {
+            let path = db_path.clone();
+            let info = tokio::task::spawn_blocking(move || snapshot::restore(&file, &path))
+                .await?
+                .map_err(|err| match err {
+                    StoreError::Locked { .. } => anyhow::Error::new(err)
+                        .context("stop the server before restoring a snapshot"),
+                    other => other.into(),
+                })?;
+            println!(
+                "restored {} to revision {} ({} keys)",
+                info.path.display(),
+                info.revision,
+                info.keys
+            );
+        }
+    }
+    Ok(())
+}

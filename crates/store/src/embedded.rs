@@ -1,0 +1,1 @@
+//! Embedded backend on redb (being written).

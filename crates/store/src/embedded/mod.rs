@@ -1,0 +1,608 @@
+//! The embedded backend: one `redb` file, no process to run. The default store of `rkube server`.
+//!
+//! Layout: three tables in one file. `kv` holds each live key's current value with its create and
+//! mod revisions; `log` holds one record per revision (the write, with the value it replaced), so
+//! lists at a past revision and watches from a past revision can be answered until compaction
+//! trims it; `meta` holds the current and compacted revisions.
+//!
+//! Writes go through one writer thread ([`writer`]) that takes every request queued while the
+//! previous commit was syncing and commits them together (group commit): each write still gets
+//! its own revision, and each caller is answered only after the fsync. Committed events are
+//! handed to watchers from memory ([`watch`]); a watcher that falls behind catches up from `log`.
+//!
+//! The file is opened in redb's single-writer mode: a second writer (another `rkube server` on the
+//! same data dir) is refused with [`Error::Locked`], while read-only followers such as
+//! `rkube datastore snapshot save` may read consistent snapshots of a live store ([`snapshot`]).
+
+mod codec;
+pub mod snapshot;
+mod watch;
+mod writer;
+
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redb::{
+    Builder, ConcurrencyMode, Database, DatabaseError, ReadTransaction, ReadableDatabase,
+    ReadableTable, ReadableTableMetadata, StorageError, TableDefinition,
+};
+use tokio::sync::oneshot;
+
+use crate::error::read_failed;
+use crate::{
+    Error, KeyValue, ListOptions, ListResult, Result, Revision, Stats, Store, WatchStream,
+    key_after, prefix_range_end,
+};
+
+pub(crate) const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
+pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+pub(crate) const META_FORMAT: &str = "format";
+pub(crate) const META_REVISION: &str = "revision";
+pub(crate) const META_COMPACTED: &str = "compacted";
+/// Version of the table layout; a file with another one is refused rather than misread.
+pub(crate) const FORMAT_VERSION: u64 = 1;
+
+/// The data file's name inside `<data-dir>/server/db/`.
+pub const DB_FILE_NAME: &str = "state.redb";
+
+/// The data file of a data dir: `<data-dir>/server/db/state.redb`.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("server").join("db").join(DB_FILE_NAME)
+}
+
+/// Tunables of the embedded store.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// redb's page cache. Reads are served from it; the rest of the file stays on disk.
+    pub cache_bytes: usize,
+    /// How often idle watchers get a [`crate::WatchItem::Progress`].
+    pub progress_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 64 << 20,
+            progress_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// State shared by the store handle, its writer thread and its watchers.
+pub(crate) struct Core {
+    pub(crate) db: Database,
+    pub(crate) path: PathBuf,
+    /// The last revision committed and handed to watchers.
+    pub(crate) revision: AtomicI64,
+    /// History at or below this revision is gone.
+    pub(crate) compacted: AtomicI64,
+    pub(crate) hub: watch::Hub,
+}
+
+/// The embedded store. Dropping it finishes queued writes and releases the file.
+pub struct EmbeddedStore {
+    core: Arc<Core>,
+    requests: Mutex<Option<std::sync::mpsc::Sender<writer::Request>>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl EmbeddedStore {
+    /// Opens the store at `path` (a file), creating it and its directories when absent.
+    pub fn open(path: impl AsRef<Path>) -> Result<EmbeddedStore> {
+        Self::open_with(path, Options::default())
+    }
+
+    /// [`EmbeddedStore::open`] with explicit [`Options`].
+    pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<EmbeddedStore> {
+        let path = path.as_ref().to_path_buf();
+        let db = open_database(&path, options.cache_bytes)?;
+        let (revision, compacted) = initialize(&db, &path)?;
+        let core = Arc::new(Core {
+            db,
+            path,
+            revision: AtomicI64::new(revision),
+            compacted: AtomicI64::new(compacted),
+            hub: watch::Hub::new(),
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = {
+            let core = core.clone();
+            let path = core.path.clone();
+            std::thread::Builder::new()
+                .name("rkube-store-writer".into())
+                .spawn(move || writer::run(core, rx, revision))
+                .map_err(|source| Error::DataPath { path, source })?
+        };
+        let ticker = tokio::runtime::Handle::try_current().ok().map(|handle| {
+            handle.spawn(watch::progress_ticker(
+                Arc::downgrade(&core),
+                options.progress_interval,
+            ))
+        });
+        Ok(EmbeddedStore {
+            core,
+            requests: Mutex::new(Some(tx)),
+            writer: Some(writer),
+            ticker,
+        })
+    }
+
+    /// The data file.
+    pub fn path(&self) -> &Path {
+        &self.core.path
+    }
+
+    /// Writes a consistent snapshot of the store, as of now, to `dest` (atomically: a crash leaves
+    /// either no file or a complete one). Writes may continue meanwhile.
+    pub async fn snapshot(&self, dest: &Path) -> Result<snapshot::SnapshotInfo> {
+        let core = self.core.clone();
+        let dest = dest.to_path_buf();
+        run_blocking(move || snapshot::save_from(&core.db, &core.path, &dest)).await
+    }
+
+    async fn submit(&self, op: writer::WriteOp) -> Result<writer::Outcome> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self.requests.lock().map_err(|_| Error::Closed)?;
+            let tx = guard.as_ref().ok_or(Error::Closed)?;
+            tx.send(writer::Request::Write { op, reply })
+                .map_err(|_| Error::Closed)?;
+        }
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    fn read_txn(&self) -> Result<ReadTransaction> {
+        self.core.db.begin_read().map_err(read_failed)
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        if let Ok(mut guard) = self.requests.lock() {
+            guard.take();
+        }
+        if let Some(writer) = self.writer.take() {
+            // The writer finishes the batch it holds, then sees the channel closed.
+            let _ = writer.join();
+        }
+        if let Some(ticker) = self.ticker.take() {
+            ticker.abort();
+        }
+    }
+}
+
+/// Checks the store file at `path` page by page (opening it runs crash recovery first, as every
+/// open does). `Ok(true)`: intact; `Ok(false)`: damage was found and repaired; an error: beyond
+/// repair. The file must not be open elsewhere.
+pub fn check_integrity(path: &Path) -> Result<bool> {
+    let mut db = Builder::new()
+        .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+        .open(path)
+        .map_err(|err| map_open_error(path, err))?;
+    db.check_integrity().map_err(|err| map_open_error(path, err))
+}
+
+/// Opens (or creates) the redb file and maps redb's failures to errors that name the problem.
+fn open_database(path: &Path, cache_bytes: usize) -> Result<Database> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| Error::DataPath {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let mut builder = Builder::new();
+    builder
+        .set_cache_size(cache_bytes)
+        .set_concurrency_mode(ConcurrencyMode::SingleWriter);
+    builder
+        .create(path)
+        .map_err(|err| map_open_error(path, err))
+}
+
+pub(crate) fn map_open_error(path: &Path, err: DatabaseError) -> Error {
+    match err {
+        DatabaseError::DatabaseAlreadyOpen => Error::Locked {
+            path: path.to_path_buf(),
+        },
+        DatabaseError::Storage(StorageError::Corrupted(detail)) => Error::Corrupt {
+            path: path.to_path_buf(),
+            detail,
+        },
+        DatabaseError::Storage(StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::InvalidData
+                || io.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            Error::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!("not a store file ({io})"),
+            }
+        }
+        DatabaseError::Storage(StorageError::Io(source)) => Error::DataPath {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => Error::OpenFailed {
+            path: path.to_path_buf(),
+            source: Box::new(other.into()),
+        },
+    }
+}
+
+/// Creates the tables of a new file, or checks those of an existing one; returns the current and
+/// compacted revisions.
+fn initialize(db: &Database, path: &Path) -> Result<(Revision, Revision)> {
+    let corrupt = |detail: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let txn = db.begin_write().map_err(|e| map_init_error(path, e.into()))?;
+    let (revision, compacted) = {
+        let mut meta = txn
+            .open_table(META)
+            .map_err(|e| map_init_error(path, e.into()))?;
+        let format = meta
+            .get(META_FORMAT)
+            .map_err(|e| map_init_error(path, e.into()))?
+            .map(|v| v.value());
+        match format {
+            None => {
+                for (key, value) in [
+                    (META_FORMAT, FORMAT_VERSION),
+                    (META_REVISION, 1),
+                    (META_COMPACTED, 0),
+                ] {
+                    meta.insert(key, value)
+                        .map_err(|e| map_init_error(path, e.into()))?;
+                }
+            }
+            Some(FORMAT_VERSION) => {}
+            Some(other) => {
+                return Err(corrupt(format!(
+                    "table layout version {other}, this rkube reads version {FORMAT_VERSION}"
+                )));
+            }
+        }
+        let get = |key: &str| -> Result<i64> {
+            let value = meta
+                .get(key)
+                .map_err(|e| map_init_error(path, e.into()))?
+                .map(|v| v.value())
+                .ok_or_else(|| corrupt(format!("meta record {key} is missing")))?;
+            i64::try_from(value).map_err(|_| corrupt(format!("meta record {key} is {value}")))
+        };
+        (get(META_REVISION)?, get(META_COMPACTED)?)
+    };
+    txn.open_table(KV)
+        .map_err(|e| map_init_error(path, e.into()))?;
+    txn.open_table(LOG)
+        .map_err(|e| map_init_error(path, e.into()))?;
+    txn.commit().map_err(|e| map_init_error(path, e.into()))?;
+    Ok((revision, compacted))
+}
+
+fn map_init_error(path: &Path, err: redb::Error) -> Error {
+    match err {
+        redb::Error::Corrupted(detail) => Error::Corrupt {
+            path: path.to_path_buf(),
+            detail,
+        },
+        redb::Error::TableTypeMismatch { .. } => Error::Corrupt {
+            path: path.to_path_buf(),
+            detail: "not an rkube store (unexpected table types)".into(),
+        },
+        other => Error::OpenFailed {
+            path: path.to_path_buf(),
+            source: Box::new(other),
+        },
+    }
+}
+
+/// Runs blocking redb work off the async runtime.
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| Error::Closed)?
+}
+
+/// Reads the revisions recorded in a read transaction.
+pub(crate) fn read_revisions(txn: &ReadTransaction) -> Result<(Revision, Revision)> {
+    let meta = txn.open_table(META).map_err(read_failed)?;
+    let get = |key: &str| -> Result<Revision> {
+        Ok(meta
+            .get(key)
+            .map_err(read_failed)?
+            .map_or(0, |v| v.value() as Revision))
+    };
+    Ok((get(META_REVISION)?, get(META_COMPACTED)?))
+}
+
+pub(crate) fn corrupt_record(path: &Path, err: codec::DecodeError) -> Error {
+    Error::Corrupt {
+        path: path.to_path_buf(),
+        detail: err.to_string(),
+    }
+}
+
+fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidKey {
+            key: key.into(),
+            reason: "keys must not be empty",
+        });
+    }
+    Ok(())
+}
+
+/// The key range `[start, end)` a list covers.
+fn list_bounds(opts: &ListOptions) -> (Vec<u8>, Option<Vec<u8>>) {
+    let prefix = opts.prefix.as_bytes();
+    let start = match &opts.start_key {
+        Some(start) if start.as_bytes() > prefix => start.as_bytes().to_vec(),
+        _ => prefix.to_vec(),
+    };
+    (start, prefix_range_end(&opts.prefix))
+}
+
+/// Lists keys as of `revision` in one read transaction. At the current revision this is a range
+/// over `kv`; at a past one, the values of keys written since are replaced by the values the log
+/// recorded as replaced (the state before the first write after `revision`).
+fn list_in(core: &Core, opts: &ListOptions) -> Result<ListResult> {
+    let txn = core.db.begin_read().map_err(read_failed)?;
+    let (current, compacted) = read_revisions(&txn)?;
+    let revision = if opts.revision > 0 {
+        opts.revision
+    } else {
+        current
+    };
+    if revision > current {
+        return Err(Error::FutureRevision {
+            requested: revision,
+            current,
+        });
+    }
+    if revision < compacted {
+        return Err(Error::Compacted {
+            requested: revision,
+            compacted,
+        });
+    }
+    let (start, end) = list_bounds(opts);
+    if end.as_deref().is_some_and(|end| start.as_slice() >= end) {
+        return Ok(ListResult {
+            items: Vec::new(),
+            revision,
+            next_key: None,
+        });
+    }
+    let in_range = |key: &[u8]| key >= start.as_slice() && end.as_deref().is_none_or(|e| key < e);
+
+    // Keys written after `revision`: their state at `revision` is the `prev` of the first write.
+    let mut overlay: std::collections::BTreeMap<Vec<u8>, Option<KeyValue>> = Default::default();
+    if revision < current {
+        let log = txn.open_table(LOG).map_err(read_failed)?;
+        for entry in log
+            .range((revision as u64 + 1)..=(current as u64))
+            .map_err(read_failed)?
+        {
+            let (rev, raw) = entry.map_err(read_failed)?;
+            let raw = raw.value();
+            let key = codec::event_key(raw).map_err(|e| corrupt_record(&core.path, e))?;
+            if in_range(key) && !overlay.contains_key(key) {
+                let event = codec::decode_event(rev.value() as Revision, raw)
+                    .map_err(|e| corrupt_record(&core.path, e))?;
+                overlay.insert(key.to_vec(), event.prev);
+            }
+        }
+    }
+
+    let kv = txn.open_table(KV).map_err(read_failed)?;
+    let upper = match &end {
+        Some(end) => Bound::Excluded(end.as_slice()),
+        None => Bound::Unbounded,
+    };
+    let mut current_iter = kv
+        .range::<&[u8]>((Bound::Included(start.as_slice()), upper))
+        .map_err(read_failed)?
+        .map(|entry| {
+            let (k, v) = entry.map_err(read_failed)?;
+            codec::decode_kv(k.value(), v.value()).map_err(|e| corrupt_record(&core.path, e))
+        });
+    let mut overlay_iter = overlay.into_iter();
+    let limit = if opts.limit == 0 {
+        usize::MAX
+    } else {
+        opts.limit
+    };
+    // Merge the two key-ordered sources; for a key both hold, the overlay (its state at
+    // `revision`) wins over the current value.
+    let mut cur = current_iter.next().transpose()?;
+    let mut ov = overlay_iter.next();
+    let mut items: Vec<KeyValue> = Vec::new();
+    let mut next_key = None;
+    loop {
+        let order = match (&cur, &ov) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(c), Some((k, _))) => c.key.as_bytes().cmp(k.as_slice()),
+        };
+        let item = match order {
+            std::cmp::Ordering::Less => std::mem::replace(&mut cur, current_iter.next().transpose()?),
+            std::cmp::Ordering::Equal => {
+                cur = current_iter.next().transpose()?;
+                std::mem::replace(&mut ov, overlay_iter.next()).and_then(|(_, v)| v)
+            }
+            std::cmp::Ordering::Greater => {
+                std::mem::replace(&mut ov, overlay_iter.next()).and_then(|(_, v)| v)
+            }
+        };
+        if let Some(item) = item {
+            if items.len() == limit {
+                next_key = items.last().map(|last| key_after(&last.key));
+                break;
+            }
+            items.push(item);
+        }
+    }
+    Ok(ListResult {
+        items,
+        revision,
+        next_key,
+    })
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        // Point reads are a few microseconds: cheaper inline than a hop to the blocking pool.
+        let txn = self.read_txn()?;
+        let kv = txn.open_table(KV).map_err(read_failed)?;
+        let value = kv.get(key.as_bytes()).map_err(read_failed)?;
+        value
+            .map(|v| codec::decode_kv(key.as_bytes(), v.value()))
+            .transpose()
+            .map_err(|e| corrupt_record(&self.core.path, e))
+    }
+
+    async fn list(&self, opts: ListOptions) -> Result<ListResult> {
+        let core = self.core.clone();
+        run_blocking(move || list_in(&core, &opts)).await
+    }
+
+    async fn count(&self, prefix: &str) -> Result<u64> {
+        let core = self.core.clone();
+        let prefix = prefix.to_owned();
+        run_blocking(move || {
+            let txn = core.db.begin_read().map_err(read_failed)?;
+            let kv = txn.open_table(KV).map_err(read_failed)?;
+            if prefix.is_empty() {
+                return kv.len().map_err(read_failed);
+            }
+            let upper = prefix_range_end(&prefix);
+            let range = match &upper {
+                Some(end) => kv.range::<&[u8]>(prefix.as_bytes()..end.as_slice()),
+                None => kv.range::<&[u8]>(prefix.as_bytes()..),
+            }
+            .map_err(read_failed)?;
+            let mut n = 0;
+            for entry in range {
+                entry.map_err(read_failed)?;
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn create(&self, key: &str, value: Bytes) -> Result<Revision> {
+        check_key(key)?;
+        let outcome = self
+            .submit(writer::WriteOp::Create {
+                key: key.to_owned(),
+                value,
+            })
+            .await?;
+        Ok(outcome.revision)
+    }
+
+    async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<Revision> {
+        check_key(key)?;
+        let outcome = self
+            .submit(writer::WriteOp::Update {
+                key: key.to_owned(),
+                value,
+                expected,
+            })
+            .await?;
+        Ok(outcome.revision)
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue)> {
+        check_key(key)?;
+        let outcome = self
+            .submit(writer::WriteOp::Delete {
+                key: key.to_owned(),
+                expected,
+            })
+            .await?;
+        let prev = outcome.prev.ok_or(Error::NotFound { key: key.into() })?;
+        Ok((outcome.revision, prev))
+    }
+
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
+        watch::start(&self.core, prefix, after)
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self.requests.lock().map_err(|_| Error::Closed)?;
+            let tx = guard.as_ref().ok_or(Error::Closed)?;
+            tx.send(writer::Request::Compact { revision, reply })
+                .map_err(|_| Error::Closed)?;
+        }
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn current_revision(&self) -> Result<Revision> {
+        Ok(self.core.revision.load(Ordering::Acquire))
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let core = self.core.clone();
+        run_blocking(move || stats_of(&core.db, &core.path)).await
+    }
+}
+
+/// Counters of an open database (a live store or a read-only follower).
+pub(crate) fn stats_of(db: &dyn snapshot::ReadableDb, path: &Path) -> Result<Stats> {
+    let txn = db.read().map_err(read_failed)?;
+    let (revision, compacted_revision) = read_revisions(&txn)?;
+    let keys = txn
+        .open_table(KV)
+        .map_err(read_failed)?
+        .len()
+        .map_err(read_failed)?;
+    let size_bytes = std::fs::metadata(path)
+        .map_err(|source| Error::DataPath {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    Ok(Stats {
+        keys,
+        revision,
+        compacted_revision,
+        size_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_bounds_start_at_the_prefix_unless_the_start_key_is_past_it() {
+        let opts = ListOptions {
+            prefix: "/registry/pods/".into(),
+            start_key: Some("/registry/a".into()),
+            ..Default::default()
+        };
+        assert_eq!(list_bounds(&opts).0, b"/registry/pods/".to_vec());
+        let opts = ListOptions {
+            start_key: Some("/registry/pods/x".into()),
+            ..opts
+        };
+        assert_eq!(list_bounds(&opts).0, b"/registry/pods/x".to_vec());
+    }
+}

@@ -1,0 +1,244 @@
+//! Backups of the embedded store.
+//!
+//! A snapshot is itself a store file holding the live keys and the revision of one read
+//! transaction (history is not kept: it is compacted to the snapshot's revision), so restoring it is
+//! a file copy and the restored store continues from the snapshot's revision. Both directions write
+//! a temporary file, fsync it and rename it into place, so a crash leaves the old file or the
+//! complete new one, never half of one.
+//!
+//! A snapshot can be taken of a store another process is using: the store is opened in redb's
+//! single-writer mode, and a read-only follower sees its committed state.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Builder, ConcurrencyMode, Database, DatabaseError, ReadableDatabase, ReadableTableMetadata, TableError,
+};
+
+use super::{
+    FORMAT_VERSION, KV, LOG, META, META_COMPACTED, META_FORMAT, META_REVISION, map_open_error,
+    read_revisions, stats_of,
+};
+use crate::{Error, Result, Revision, Stats};
+
+/// What a snapshot holds.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SnapshotInfo {
+    /// The snapshot file.
+    pub path: PathBuf,
+    /// The store revision it was taken at.
+    pub revision: Revision,
+    /// Live keys in it.
+    pub keys: u64,
+    /// Its size in bytes.
+    pub size_bytes: u64,
+}
+
+/// Copies the state of one read transaction of `db` (the store at `source`) to `dest`.
+pub(crate) fn save_from(db: &dyn ReadableDb, source: &Path, dest: &Path) -> Result<SnapshotInfo> {
+    let err = |detail: String| Error::Snapshot {
+        path: dest.to_path_buf(),
+        detail,
+    };
+    let txn = db.read().map_err(crate::error::read_failed)?;
+    let (revision, _) = read_revisions(&txn)?;
+    let kv = txn.open_table(KV).map_err(crate::error::read_failed)?;
+
+    let tmp = temp_path(dest);
+    let _ = std::fs::remove_file(&tmp);
+    let out = Database::builder()
+        .create(&tmp)
+        .map_err(|e| err(format!("cannot create {}: {e}", tmp.display())))?;
+    let mut keys = 0u64;
+    let mut write = || -> std::result::Result<(), redb::Error> {
+        let wtxn = out.begin_write()?;
+        {
+            let mut out_kv = wtxn.open_table(KV)?;
+            for entry in kv.range::<&[u8]>(..)? {
+                let (k, v) = entry?;
+                out_kv.insert(k.value(), v.value())?;
+                keys += 1;
+            }
+            wtxn.open_table(LOG)?;
+            let mut meta = wtxn.open_table(META)?;
+            meta.insert(META_FORMAT, FORMAT_VERSION)?;
+            meta.insert(META_REVISION, revision as u64)?;
+            // History is not copied: the snapshot starts compacted at its own revision.
+            meta.insert(META_COMPACTED, revision as u64)?;
+        }
+        wtxn.commit()?;
+        Ok(())
+    };
+    let written = write();
+    drop(out);
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(format!("copying from {} failed: {e}", source.display())));
+    }
+    persist(&tmp, dest).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        err(format!("cannot write: {e}"))
+    })?;
+    let size_bytes = std::fs::metadata(dest).map(|m| m.len()).unwrap_or_default();
+    Ok(SnapshotInfo {
+        path: dest.to_path_buf(),
+        revision,
+        keys,
+        size_bytes,
+    })
+}
+
+/// Saves a snapshot of the store file at `db_path`, whether or not another process is using it.
+pub fn save(db_path: &Path, dest: &Path) -> Result<SnapshotInfo> {
+    with_database(db_path, |db| save_from(db, db_path, dest))
+}
+
+/// Stats of the store file at `db_path`, whether or not another process is using it.
+pub fn stats(db_path: &Path) -> Result<Stats> {
+    with_database(db_path, |db| stats_of(db, db_path))
+}
+
+/// Runs `f` on the store at `db_path`: as a read-only follower when a server has it open, as the
+/// writer otherwise (which also repairs a file left by a crash and creates a missing one).
+fn with_database<T>(db_path: &Path, f: impl FnOnce(&dyn ReadableDb) -> Result<T>) -> Result<T> {
+    match open_follower(db_path) {
+        Ok(Some(db)) => f(&db),
+        Ok(None) | Err(_) => {
+            let store = super::EmbeddedStore::open(db_path)?;
+            f(&store.core.db)
+        }
+    }
+}
+
+/// redb's readable handles behind one object-safe name.
+pub(crate) trait ReadableDb {
+    fn read(&self) -> std::result::Result<redb::ReadTransaction, redb::TransactionError>;
+}
+impl ReadableDb for Database {
+    fn read(&self) -> std::result::Result<redb::ReadTransaction, redb::TransactionError> {
+        self.begin_read()
+    }
+}
+impl ReadableDb for redb::ReadOnlyDatabase {
+    fn read(&self) -> std::result::Result<redb::ReadTransaction, redb::TransactionError> {
+        self.begin_read()
+    }
+}
+
+/// Opens the file read-only next to a live writer. `Ok(None)` when there is no file or nobody
+/// has it open (then the caller opens it as the writer).
+fn open_follower(db_path: &Path) -> Result<Option<redb::ReadOnlyDatabase>> {
+    if !db_path.exists() {
+        return Ok(None);
+    }
+    if !is_locked_by_writer(db_path)? {
+        return Ok(None);
+    }
+    Builder::new()
+        .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+        .open_read_only(db_path)
+        .map(Some)
+        .map_err(|e| map_open_error(db_path, e))
+}
+
+/// Whether a live process holds the store open for writing.
+fn is_locked_by_writer(db_path: &Path) -> Result<bool> {
+    let probe = Builder::new()
+        .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+        .open(db_path);
+    match probe {
+        Ok(db) => {
+            drop(db);
+            Ok(false)
+        }
+        Err(DatabaseError::DatabaseAlreadyOpen) => Ok(true),
+        Err(e) => Err(map_open_error(db_path, e)),
+    }
+}
+
+/// Replaces the store file at `db_path` with the snapshot at `snapshot`. Refused while a process
+/// has the store open.
+pub fn restore(snapshot: &Path, db_path: &Path) -> Result<SnapshotInfo> {
+    let err = |detail: String| Error::Snapshot {
+        path: snapshot.to_path_buf(),
+        detail,
+    };
+    // Validate the snapshot before touching anything.
+    let info = {
+        let db = Builder::new()
+            .open_read_only(snapshot)
+            .map_err(|e| match map_open_error(snapshot, e) {
+                Error::DataPath { source, .. } => err(format!("cannot read: {source}")),
+                Error::Corrupt { detail, .. } => err(format!("not a valid snapshot: {detail}")),
+                other => err(other.to_string()),
+            })?;
+        let txn = db.begin_read().map_err(crate::error::read_failed)?;
+        let meta = txn.open_table(META).map_err(|e| match e {
+            TableError::TableDoesNotExist(_) => err("not an rkube snapshot (no meta table)".into()),
+            other => err(other.to_string()),
+        })?;
+        let format = meta
+            .get(META_FORMAT)
+            .map_err(crate::error::read_failed)?
+            .map(|v| v.value());
+        if format != Some(FORMAT_VERSION) {
+            return Err(err(format!(
+                "not an rkube snapshot of format {FORMAT_VERSION} (found {format:?})"
+            )));
+        }
+        let (revision, _) = read_revisions(&txn)?;
+        let keys = txn
+            .open_table(KV)
+            .map_err(crate::error::read_failed)?
+            .len()
+            .map_err(crate::error::read_failed)?;
+        SnapshotInfo {
+            path: db_path.to_path_buf(),
+            revision,
+            keys,
+            size_bytes: std::fs::metadata(snapshot).map(|m| m.len()).unwrap_or_default(),
+        }
+    };
+    if let Some(dir) = db_path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| Error::DataPath {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    if db_path.exists() && is_locked_by_writer(db_path).unwrap_or(false) {
+        return Err(Error::Locked {
+            path: db_path.to_path_buf(),
+        });
+    }
+    let tmp = temp_path(db_path);
+    std::fs::copy(snapshot, &tmp).map_err(|source| Error::DataPath {
+        path: tmp.clone(),
+        source,
+    })?;
+    persist(&tmp, db_path).map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::DataPath {
+            path: db_path.to_path_buf(),
+            source,
+        }
+    })?;
+    Ok(info)
+}
+
+fn temp_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    dest.with_file_name(name)
+}
+
+/// fsyncs `tmp`, renames it to `dest` and fsyncs the directory, so the rename survives a crash.
+fn persist(tmp: &Path, dest: &Path) -> std::io::Result<()> {
+    File::open(tmp)?.sync_all()?;
+    std::fs::rename(tmp, dest)?;
+    let dir = match dest.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
