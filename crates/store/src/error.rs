@@ -137,7 +137,10 @@ impl Error {
     /// Whether retrying the same call later may succeed (the backend was unavailable), as opposed
     /// to an answer about the data.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::EtcdUnavailable { .. } | Error::EtcdRequest { .. })
+        matches!(
+            self,
+            Error::EtcdUnavailable { .. } | Error::EtcdRequest { .. }
+        )
     }
 }
 

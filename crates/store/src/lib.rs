@@ -246,7 +246,10 @@ mod tests {
 
     #[test]
     fn prefix_range_end_increments_the_last_byte() {
-        assert_eq!(prefix_range_end("/registry/pods/"), Some(b"/registry/pods0".to_vec()));
+        assert_eq!(
+            prefix_range_end("/registry/pods/"),
+            Some(b"/registry/pods0".to_vec())
+        );
         assert_eq!(prefix_range_end(""), None);
     }
 

@@ -147,9 +147,12 @@ fn crash_writer_child_process() {
 /// Acknowledged ops of one generation: per task, (seq → revision).
 fn read_acks(dir: &Path, generation: usize) -> Vec<BTreeMap<usize, Revision>> {
     let mut acks = vec![BTreeMap::new(); TASKS];
-    let text = std::fs::read_to_string(dir.join(format!("acks-{generation:03}"))).unwrap_or_default();
+    let text =
+        std::fs::read_to_string(dir.join(format!("acks-{generation:03}"))).unwrap_or_default();
     for line in text.lines() {
-        let mut fields = line.split(' ').map(|f| f.parse::<i64>().expect("ack field"));
+        let mut fields = line
+            .split(' ')
+            .map(|f| f.parse::<i64>().expect("ack field"));
         let (task, seq, revision) = (
             fields.next().unwrap() as usize,
             fields.next().unwrap() as usize,
@@ -169,7 +172,10 @@ async fn task_state(store: &dyn Store, generation: usize, task: usize) -> BTreeM
         })
         .await
         .expect("list");
-    list.items.into_iter().map(|kv| (kv.key, kv.value)).collect()
+    list.items
+        .into_iter()
+        .map(|kv| (kv.key, kv.value))
+        .collect()
 }
 
 /// Checks one generation in a reopened store; returns how many ops each task got durable.
@@ -266,22 +272,34 @@ async fn acknowledged_writes_survive_sigkill_and_nothing_else_is_half_visible() 
     let mut snapshots_checked = 0;
     for generation in 0..KILLS {
         let mut child = Command::new(&exe)
-            .args(["crash_writer_child_process", "--exact", "--ignored", "--nocapture"])
+            .args([
+                "crash_writer_child_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
             .env("RKUBE_CRASH_DIR", dir.path())
             .env("RKUBE_CRASH_GEN", generation.to_string())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join(format!("writer-{generation:03}.log"))).expect("log"))
+            .stderr(
+                std::fs::File::create(dir.path().join(format!("writer-{generation:03}.log")))
+                    .expect("log"),
+            )
             .spawn()
             .expect("spawn writer");
         tokio::time::sleep(Duration::from_millis(rng.random_range(150..700))).await;
         child.kill().expect("SIGKILL the writer");
         child.wait().expect("reap the writer");
 
-        let acked: usize = read_acks(dir.path(), generation).iter().map(|a| a.len()).sum();
+        let acked: usize = read_acks(dir.path(), generation)
+            .iter()
+            .map(|a| a.len())
+            .sum();
         assert!(
             acked > 0,
             "writer {generation} acknowledged nothing before the kill; its log: {}",
-            std::fs::read_to_string(dir.path().join(format!("writer-{generation:03}.log"))).unwrap_or_default()
+            std::fs::read_to_string(dir.path().join(format!("writer-{generation:03}.log")))
+                .unwrap_or_default()
         );
         assert!(
             embedded::check_integrity(&db).expect("store file must open after a crash"),
@@ -290,7 +308,10 @@ async fn acknowledged_writes_survive_sigkill_and_nothing_else_is_half_visible() 
         let store = EmbeddedStore::open(&db).expect("reopen after kill");
         let mut ops = 0;
         for g in 0..=generation {
-            ops += verify_generation(&store, dir.path(), g).await.iter().sum::<usize>();
+            ops += verify_generation(&store, dir.path(), g)
+                .await
+                .iter()
+                .sum::<usize>();
         }
         eprintln!("kill {generation}: {ops} durable ops in all");
         verify_history(&store, dir.path(), generation + 1).await;
@@ -308,7 +329,10 @@ async fn acknowledged_writes_survive_sigkill_and_nothing_else_is_half_visible() 
             let restored_db = restored.path().join("state.redb");
             let info = snapshot::restore(&snapshot_file, &restored_db).expect("restore snapshot");
             let restored_store = EmbeddedStore::open(&restored_db).expect("open restored");
-            assert_eq!(restored_store.current_revision().await.unwrap(), info.revision);
+            assert_eq!(
+                restored_store.current_revision().await.unwrap(),
+                info.revision
+            );
             // Each task shows some prefix of its ops, and together they are exactly the writes
             // up to the snapshot's revision: a consistent point in time.
             let mut total = 0;

@@ -16,7 +16,12 @@ use rkube_store::{Error as StoreError, Store};
 #[derive(Args)]
 pub struct DatastoreArgs {
     /// The data directory of the server.
-    #[arg(long, global = true, default_value = "/var/lib/rkube", env = "RKUBE_DATA_DIR")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "/var/lib/rkube",
+        env = "RKUBE_DATA_DIR"
+    )]
     data_dir: PathBuf,
 
     #[command(subcommand)]
@@ -91,10 +96,9 @@ pub async fn run(args: DatastoreArgs) -> anyhow::Result<()> {
                 Some(revision) => revision,
                 None => store.current_revision().await?,
             };
-            store
-                .compact(target)
-                .await
-                .with_context(|| format!("compacting {} to revision {target}", db_path.display()))?;
+            store.compact(target).await.with_context(|| {
+                format!("compacting {} to revision {target}", db_path.display())
+            })?;
             println!("compacted {} to revision {target}", db_path.display());
         }
         DatastoreCommand::Snapshot(SnapshotCommand::Save { file }) => {

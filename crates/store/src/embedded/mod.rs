@@ -187,7 +187,8 @@ pub fn check_integrity(path: &Path) -> Result<bool> {
         .set_concurrency_mode(ConcurrencyMode::SingleWriter)
         .open(path)
         .map_err(|err| map_open_error(path, err))?;
-    db.check_integrity().map_err(|err| map_open_error(path, err))
+    db.check_integrity()
+        .map_err(|err| map_open_error(path, err))
 }
 
 /// Opens (or creates) the redb file and maps redb's failures to errors that name the problem.
@@ -243,7 +244,9 @@ fn initialize(db: &Database, path: &Path) -> Result<(Revision, Revision)> {
         path: path.to_path_buf(),
         detail,
     };
-    let txn = db.begin_write().map_err(|e| map_init_error(path, e.into()))?;
+    let txn = db
+        .begin_write()
+        .map_err(|e| map_init_error(path, e.into()))?;
     let (revision, compacted) = {
         let mut meta = txn
             .open_table(META)
@@ -437,7 +440,9 @@ fn list_in(core: &Core, opts: &ListOptions) -> Result<ListResult> {
             (Some(c), Some((k, _))) => c.key.as_bytes().cmp(k.as_slice()),
         };
         let item = match order {
-            std::cmp::Ordering::Less => std::mem::replace(&mut cur, current_iter.next().transpose()?),
+            std::cmp::Ordering::Less => {
+                std::mem::replace(&mut cur, current_iter.next().transpose()?)
+            }
             std::cmp::Ordering::Equal => {
                 cur = current_iter.next().transpose()?;
                 std::mem::replace(&mut ov, overlay_iter.next()).and_then(|(_, v)| v)

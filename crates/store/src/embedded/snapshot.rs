@@ -13,7 +13,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Builder, ConcurrencyMode, Database, DatabaseError, ReadableDatabase, ReadableTableMetadata, TableError,
+    Builder, ConcurrencyMode, Database, DatabaseError, ReadableDatabase, ReadableTableMetadata,
+    TableError,
 };
 
 use super::{
@@ -74,7 +75,10 @@ pub(crate) fn save_from(db: &dyn ReadableDb, source: &Path, dest: &Path) -> Resu
     drop(out);
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        return Err(err(format!("copying from {} failed: {e}", source.display())));
+        return Err(err(format!(
+            "copying from {} failed: {e}",
+            source.display()
+        )));
     }
     persist(&tmp, dest).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
@@ -166,13 +170,13 @@ pub fn restore(snapshot: &Path, db_path: &Path) -> Result<SnapshotInfo> {
     };
     // Validate the snapshot before touching anything.
     let info = {
-        let db = Builder::new()
-            .open_read_only(snapshot)
-            .map_err(|e| match map_open_error(snapshot, e) {
+        let db = Builder::new().open_read_only(snapshot).map_err(|e| {
+            match map_open_error(snapshot, e) {
                 Error::DataPath { source, .. } => err(format!("cannot read: {source}")),
                 Error::Corrupt { detail, .. } => err(format!("not a valid snapshot: {detail}")),
                 other => err(other.to_string()),
-            })?;
+            }
+        })?;
         let txn = db.begin_read().map_err(crate::error::read_failed)?;
         let meta = txn.open_table(META).map_err(|e| match e {
             TableError::TableDoesNotExist(_) => err("not an rkube snapshot (no meta table)".into()),
@@ -197,7 +201,9 @@ pub fn restore(snapshot: &Path, db_path: &Path) -> Result<SnapshotInfo> {
             path: db_path.to_path_buf(),
             revision,
             keys,
-            size_bytes: std::fs::metadata(snapshot).map(|m| m.len()).unwrap_or_default(),
+            size_bytes: std::fs::metadata(snapshot)
+                .map(|m| m.len())
+                .unwrap_or_default(),
         }
     };
     if let Some(dir) = db_path.parent() {

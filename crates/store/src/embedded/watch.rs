@@ -263,7 +263,11 @@ impl WatchTask {
 
 /// Reads up to [`CATCH_UP_CHUNK`] history records after `after`; returns the matching events, the
 /// revision read up to, and whether more history remains.
-fn read_history(core: &Core, prefix: &str, after: Revision) -> Result<(Vec<Event>, Revision, bool)> {
+fn read_history(
+    core: &Core,
+    prefix: &str,
+    after: Revision,
+) -> Result<(Vec<Event>, Revision, bool)> {
     let txn = core.db.begin_read().map_err(read_failed)?;
     let (current, compacted) = read_revisions(&txn)?;
     if after < compacted {
@@ -287,7 +291,9 @@ fn read_history(core: &Core, prefix: &str, after: Revision) -> Result<(Vec<Event
         let (revision, raw) = (revision.value() as Revision, raw.value());
         let key = codec::event_key(raw).map_err(|e| corrupt_record(&core.path, e))?;
         if key.starts_with(prefix.as_bytes()) {
-            events.push(codec::decode_event(revision, raw).map_err(|e| corrupt_record(&core.path, e))?);
+            events.push(
+                codec::decode_event(revision, raw).map_err(|e| corrupt_record(&core.path, e))?,
+            );
         }
         scanned += 1;
         if scanned == CATCH_UP_CHUNK && revision < current {

@@ -1,0 +1,359 @@
+//! End-to-end tests of `rkube datastore`: the real binary against real store files, including
+//! the bad input a user can give it (corrupt, truncated, locked, unwritable). The test process
+//! itself plays "the other process" that holds a store open.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use rkube_store::embedded::{EmbeddedStore, db_path};
+use rkube_store::{ListOptions, Store};
+
+fn rkube(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rkube"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run rkube")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A failure is one line on stderr starting with `error:`, a non-zero exit, and no panic.
+fn assert_clean_failure(out: &Output, expected: &[&str]) {
+    let err = stderr(out);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {err}"
+    );
+    assert!(!err.contains("panicked"), "rkube panicked: {err}");
+    let lines: Vec<_> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "not an error line: {err}");
+    for needle in expected {
+        assert!(
+            err.contains(needle),
+            "error line should mention {needle:?}: {err}"
+        );
+    }
+}
+
+fn dir_arg(dir: &Path) -> String {
+    dir.to_str().expect("utf-8 path").to_owned()
+}
+
+async fn fill(store: &EmbeddedStore, prefix: &str, n: usize) {
+    for i in 0..n {
+        store
+            .create(&format!("{prefix}{i:05}"), Bytes::from(vec![b'x'; 100]))
+            .await
+            .expect("create");
+    }
+}
+
+#[test]
+fn help_and_version_work() {
+    let out = rkube(&["--version"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).starts_with("rkube "), "{}", stdout(&out));
+    let out = rkube(&["datastore", "--help"]);
+    assert!(out.status.success());
+    for sub in ["stats", "compact", "snapshot"] {
+        assert!(
+            stdout(&out).contains(sub),
+            "help lacks {sub}: {}",
+            stdout(&out)
+        );
+    }
+}
+
+#[test]
+fn stats_creates_an_empty_store_where_there_is_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = rkube(&[
+        "datastore",
+        "--data-dir",
+        &dir_arg(&data),
+        "stats",
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json stats");
+    assert_eq!(stats["keys"], 0);
+    assert_eq!(stats["revision"], 1);
+    assert!(db_path(&data).exists(), "store file was not created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_save_and_restore_round_trip_and_compact_keeps_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let snap = dir.path().join("backup.redb");
+    {
+        let store = EmbeddedStore::open(db_path(&data)).unwrap();
+        fill(&store, "/registry/configmaps/default/cm-", 50).await;
+    }
+    let d = dir_arg(&data);
+    let out = rkube(&[
+        "datastore",
+        "--data-dir",
+        &d,
+        "snapshot",
+        "save",
+        snap.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("revision 51"), "{}", stdout(&out));
+
+    // Lose data, then restore it.
+    {
+        let store = EmbeddedStore::open(db_path(&data)).unwrap();
+        for i in 0..50 {
+            store
+                .delete(&format!("/registry/configmaps/default/cm-{i:05}"), None)
+                .await
+                .unwrap();
+        }
+        fill(&store, "/registry/secrets/default/s-", 3).await;
+    }
+    let out = rkube(&[
+        "datastore",
+        "--data-dir",
+        &d,
+        "snapshot",
+        "restore",
+        snap.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    {
+        let store = EmbeddedStore::open(db_path(&data)).unwrap();
+        assert_eq!(store.count("/registry/configmaps/").await.unwrap(), 50);
+        assert_eq!(store.count("/registry/secrets/").await.unwrap(), 0);
+        assert_eq!(store.current_revision().await.unwrap(), 51);
+        // The restored store keeps counting from the snapshot's revision.
+        assert_eq!(store.create("/registry/x", Bytes::new()).await.unwrap(), 52);
+    }
+
+    let out = rkube(&["datastore", "--data-dir", &d, "compact"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = rkube(&["datastore", "--data-dir", &d, "stats", "-o", "json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["keys"], 51);
+    assert_eq!(stats["compacted_revision"], stats["revision"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_of_a_store_in_use_is_consistent_and_writers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = dir_arg(&data);
+    let store = Arc::new(EmbeddedStore::open(db_path(&data)).unwrap());
+    fill(&store, "/registry/pods/default/p-", 100).await;
+
+    // Keep writing while the CLI takes snapshots from another process.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                store
+                    .create(
+                        &format!("/registry/events/default/e-{i:06}"),
+                        Bytes::from_static(b"e"),
+                    )
+                    .await
+                    .unwrap();
+                i += 1;
+            }
+            i
+        })
+    };
+    for round in 0..3 {
+        let snap = dir.path().join(format!("live-{round}.redb"));
+        let out = tokio::task::spawn_blocking({
+            let (d, snap) = (d.clone(), snap.clone());
+            move || {
+                rkube(&[
+                    "datastore",
+                    "--data-dir",
+                    &d,
+                    "snapshot",
+                    "save",
+                    snap.to_str().unwrap(),
+                ])
+            }
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "live snapshot failed: {}",
+            stderr(&out)
+        );
+
+        // Only creates happened, so a consistent snapshot at revision R holds exactly R-1 keys.
+        let restored = tempfile::tempdir().unwrap();
+        let info =
+            rkube_store::embedded::snapshot::restore(&snap, &db_path(restored.path())).unwrap();
+        let copy = EmbeddedStore::open(db_path(restored.path())).unwrap();
+        let all = copy
+            .list(ListOptions {
+                prefix: "/".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            all.items.len() as i64,
+            info.revision - 1,
+            "snapshot is not one point in time"
+        );
+        assert!(info.revision > 101, "snapshot missed the initial writes");
+    }
+
+    let out = rkube(&["datastore", "--data-dir", &d, "stats"]);
+    assert!(
+        out.status.success(),
+        "stats of a live store failed: {}",
+        stderr(&out)
+    );
+
+    let out = rkube(&["datastore", "--data-dir", &d, "compact"]);
+    assert_clean_failure(&out, &["locked by another process", "state.redb"]);
+    let snap = dir.path().join("live-0.redb");
+    let out = rkube(&[
+        "datastore",
+        "--data-dir",
+        &d,
+        "snapshot",
+        "restore",
+        snap.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&out, &["stop the server", "locked"]);
+
+    stop.store(true, Ordering::Relaxed);
+    assert!(writer.await.unwrap() > 0);
+}
+
+#[test]
+fn a_corrupt_or_truncated_store_file_is_reported_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("corrupt");
+    std::fs::create_dir_all(db_path(&corrupt).parent().unwrap()).unwrap();
+    std::fs::write(
+        db_path(&corrupt),
+        b"this is not a database, just text\n".repeat(200),
+    )
+    .unwrap();
+    let out = rkube(&["datastore", "--data-dir", &dir_arg(&corrupt), "stats"]);
+    assert_clean_failure(&out, &["corrupt", "state.redb"]);
+
+    // A real store cut short.
+    let truncated = dir.path().join("truncated");
+    let out = rkube(&["datastore", "--data-dir", &dir_arg(&truncated), "stats"]);
+    assert!(out.status.success());
+    let file = db_path(&truncated);
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 3]).unwrap();
+    for args in [
+        &["stats"][..],
+        &["compact"],
+        &["snapshot", "save", "/dev/null/x"],
+    ] {
+        let mut full = vec![
+            "datastore",
+            "--data-dir",
+            file.parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .to_str()
+                .unwrap(),
+        ];
+        full.extend_from_slice(args);
+        let out = rkube(&full);
+        assert_clean_failure(&out, &["corrupt", "state.redb"]);
+    }
+    // The damaged file is left as it was for the operator to inspect.
+    assert_eq!(std::fs::read(&file).unwrap().len(), bytes.len() / 3);
+}
+
+#[test]
+fn a_bad_snapshot_file_is_refused_and_the_store_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = dir_arg(&data);
+    assert!(
+        rkube(&["datastore", "--data-dir", &d, "stats"])
+            .status
+            .success()
+    );
+    let before = std::fs::read(db_path(&data)).unwrap();
+
+    let garbage = dir.path().join("garbage.redb");
+    std::fs::write(&garbage, b"\x00\x01garbage").unwrap();
+    let out = rkube(&[
+        "datastore",
+        "--data-dir",
+        &d,
+        "snapshot",
+        "restore",
+        garbage.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&out, &["garbage.redb", "not a valid snapshot"]);
+
+    let missing = dir.path().join("missing.redb");
+    let out = rkube(&[
+        "datastore",
+        "--data-dir",
+        &d,
+        "snapshot",
+        "restore",
+        missing.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&out, &["missing.redb"]);
+
+    assert_eq!(
+        std::fs::read(db_path(&data)).unwrap(),
+        before,
+        "store changed by a refused restore"
+    );
+}
+
+#[test]
+fn an_unwritable_data_dir_is_reported_with_its_path() {
+    // Root ignores permission bits, so make the directory truly read-only: a read-only tmpfs.
+    let dir = tempfile::tempdir().unwrap();
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+        .arg(&ro)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and must be able to mount a read-only tmpfs"
+        );
+        eprintln!("skipping: cannot mount a read-only tmpfs (not root?)");
+        return;
+    }
+    let out = rkube(&["datastore", "--data-dir", &dir_arg(&ro), "stats"]);
+    let _ = Command::new("umount").arg(&ro).status();
+    assert_clean_failure(&out, &["Read-only file system", ro.to_str().unwrap()]);
+}

@@ -1,1 +1,0 @@
-//! Embedded backend on redb (being written).
