@@ -131,6 +131,23 @@ pub enum Error {
     /// An etcd value is not what this backend writes.
     #[error("etcd returned an invalid key: {0}")]
     EtcdInvalidKey(String),
+    /// The etcd endpoints given are not usable URLs (a configuration mistake, not an outage).
+    #[error("invalid etcd endpoints {endpoints:?}")]
+    EtcdInvalidEndpoints {
+        /// The endpoints given, comma-separated.
+        endpoints: String,
+        /// The client's error.
+        #[source]
+        source: Box<etcd_client::Error>,
+    },
+    /// etcd answered with a response that lacks a part every etcd sends (a protocol violation).
+    #[error("etcd request {op} returned a malformed response: {detail}")]
+    EtcdBadResponse {
+        /// The operation (`range`, `txn`, `watch`, ...).
+        op: &'static str,
+        /// What was missing or wrong.
+        detail: &'static str,
+    },
 }
 
 impl Error {
