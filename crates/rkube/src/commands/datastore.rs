@@ -3,7 +3,8 @@
 //! Each command takes `--data-dir` and works on `<data-dir>/server/db/state.redb`, creating an
 //! empty store where there is none. `stats` and `snapshot save` also work while a server has the
 //! store open (they read a consistent snapshot next to it); `compact` and `snapshot restore` need
-//! the store to themselves.
+//! the store to themselves. With `--datastore-endpoint`, `stats` and `compact` work on an etcd
+//! datastore instead; etcd's own snapshots are taken with `etcdctl snapshot save`.
 
 use std::path::PathBuf;
 
@@ -23,6 +24,10 @@ pub struct DatastoreArgs {
         env = "RKUBE_DATA_DIR"
     )]
     data_dir: PathBuf,
+
+    /// Work on an etcd datastore instead (`http://host:2379,...`), as `rkube server` takes it.
+    #[arg(long, global = true, env = "RKUBE_DATASTORE_ENDPOINT")]
+    datastore_endpoint: Option<String>,
 
     #[command(subcommand)]
     command: DatastoreCommand,
@@ -69,21 +74,15 @@ enum Output {
 
 /// Runs a `datastore` subcommand.
 pub async fn run(args: DatastoreArgs) -> anyhow::Result<()> {
+    if let Some(endpoints) = args.datastore_endpoint.as_deref().filter(|e| !e.is_empty()) {
+        return run_etcd(endpoints, args.command).await;
+    }
     let db_path = embedded::db_path(&args.data_dir);
     match args.command {
         DatastoreCommand::Stats { output } => {
             let path = db_path.clone();
             let stats = tokio::task::spawn_blocking(move || snapshot::stats(&path)).await??;
-            match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&stats)?),
-                Output::Text => {
-                    println!("path:               {}", db_path.display());
-                    println!("keys:               {}", stats.keys);
-                    println!("revision:           {}", stats.revision);
-                    println!("compacted revision: {}", stats.compacted_revision);
-                    println!("size bytes:         {}", stats.size_bytes);
-                }
-            }
+            print_stats(&db_path.display().to_string(), &stats, output)?;
         }
         DatastoreCommand::Compact { revision } => {
             let store = EmbeddedStore::open(&db_path).map_err(|err| match err {
@@ -127,6 +126,69 @@ pub async fn run(args: DatastoreArgs) -> anyhow::Result<()> {
                 info.revision,
                 info.keys
             );
+        }
+    }
+    Ok(())
+}
+
+fn print_stats(location: &str, stats: &rkube_store::Stats, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(stats)?),
+        Output::Text => {
+            println!("datastore:          {location}");
+            println!("keys:               {}", stats.keys);
+            println!("revision:           {}", stats.revision);
+            println!("compacted revision: {}", stats.compacted_revision);
+            println!("size bytes:         {}", stats.size_bytes);
+        }
+    }
+    Ok(())
+}
+
+/// Parses `http://host:2379,https://...` into endpoints, refusing other schemes by name.
+fn parse_endpoints(endpoints: &str) -> anyhow::Result<Vec<String>> {
+    let list: Vec<String> = endpoints
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for endpoint in &list {
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            anyhow::bail!(
+                "unsupported datastore endpoint {endpoint:?}: expected http://host:port or https://host:port of etcd"
+            );
+        }
+    }
+    if list.is_empty() {
+        anyhow::bail!("--datastore-endpoint names no endpoint");
+    }
+    Ok(list)
+}
+
+/// The `datastore` commands on an etcd datastore.
+async fn run_etcd(endpoints: &str, command: DatastoreCommand) -> anyhow::Result<()> {
+    let list = parse_endpoints(endpoints)?;
+    let connect = || rkube_store::etcd::EtcdStore::connect(&list);
+    match command {
+        DatastoreCommand::Snapshot(_) => anyhow::bail!(
+            "snapshots of an etcd datastore are etcd's own: use `etcdctl --endpoints {endpoints} snapshot save FILE`"
+        ),
+        DatastoreCommand::Stats { output } => {
+            let stats = connect().await?.stats().await?;
+            print_stats(endpoints, &stats, output)?;
+        }
+        DatastoreCommand::Compact { revision } => {
+            let store = connect().await?;
+            let target = match revision {
+                Some(revision) => revision,
+                None => store.current_revision().await?,
+            };
+            store
+                .compact(target)
+                .await
+                .with_context(|| format!("compacting etcd at {endpoints} to revision {target}"))?;
+            println!("compacted etcd at {endpoints} to revision {target}");
         }
     }
     Ok(())
