@@ -1,19 +1,19 @@
 //! Watches on the embedded store, fed from memory.
 //!
-//! The writer publishes each committed batch once on a broadcast [`Hub`]; every watch has a task
-//! that filters the batches by its prefix and forwards them to its [`WatchStream`]. Only two cases
-//! read the file: a watch that starts from a past revision replays the history first, and a watch
+//! The writer publishes each committed batch once on a broadcast [`Hub`]; each [`WatchStream`]
+//! reads the hub directly as its consumer polls it and keeps the events under its prefix. Only two
+//! cases read the file: a watch that starts from a past revision replays the history first, and a watch
 //! whose consumer fell so far behind that the broadcast buffer moved on (it "lagged") catches up
 //! from the history instead of holding an unbounded queue. Either way it then skips what it has
 //! already delivered, so each event arrives exactly once and in revision order.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use redb::ReadableDatabase;
 use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::{Core, LOG, codec, corrupt_record, read_revisions, run_blocking};
 use crate::error::read_failed;
@@ -21,8 +21,6 @@ use crate::{Error, Event, ProgressRequester, Result, Revision, WatchItem, WatchS
 
 /// Batches the hub keeps for slow watchers before they must catch up from the file.
 const HUB_CAPACITY: usize = 1024;
-/// Items buffered between a watch's task and its consumer.
-const WATCH_BUFFER: usize = 256;
 /// History records read per catch-up transaction.
 const CATCH_UP_CHUNK: usize = 5000;
 
@@ -107,157 +105,131 @@ pub(crate) fn start(core: &Arc<Core>, prefix: &str, after: Revision) -> Result<W
     }
     // Subscribe before reading any history, so nothing committed meanwhile is missed.
     let hub = core.hub.subscribe()?;
-    let (out, out_rx) = mpsc::channel(WATCH_BUFFER);
     let (progress, progress_rx) = mpsc::channel(1);
-    let task = WatchTask {
+    let state = WatchState {
         core: Arc::downgrade(core),
         prefix: prefix.to_owned(),
         seen: after,
-        out,
+        hub,
         progress_rx,
+        pending: VecDeque::new(),
+        catching_up: true,
         progress_pending: false,
+        done: false,
     };
-    tokio::spawn(task.run(hub));
-    Ok(WatchStream::new(
-        ReceiverStream::new(out_rx),
-        Requester(progress),
-    ))
+    // The consumer's own polling drives the watch: no task and no second queue per watch, so a
+    // write wakes each watcher once.
+    let stream = futures::stream::unfold(state, |mut state| async move {
+        let item = state.next_item().await?;
+        Some((item, state))
+    });
+    Ok(WatchStream::new(stream, Requester(progress)))
 }
 
-struct WatchTask {
+/// The state of one watch, advanced by its consumer's polls.
+struct WatchState {
     core: Weak<Core>,
     prefix: String,
-    /// Every matching event up to this revision has been delivered.
+    /// Every matching event up to this revision is in `pending` or delivered.
     seen: Revision,
-    out: mpsc::Sender<Result<WatchItem>>,
+    hub: broadcast::Receiver<HubMessage>,
     progress_rx: mpsc::Receiver<()>,
+    /// Items taken from the hub or the history, not yet handed out: at most one hub batch or one
+    /// history chunk.
+    pending: VecDeque<WatchItem>,
+    /// History after `seen` must be read from the file before following the hub (at start, and
+    /// after the hub dropped batches this watch had not read).
+    catching_up: bool,
     /// A progress request arrived while catching up: answer it once caught up.
     progress_pending: bool,
+    done: bool,
 }
 
-/// Why following the hub stopped.
-enum Stop {
-    /// The consumer or the store is gone.
-    Done,
-    /// The hub dropped batches this watch had not read: catch up from the file.
-    Lagged,
-}
-
-impl WatchTask {
-    async fn run(mut self, mut hub: broadcast::Receiver<HubMessage>) {
+impl WatchState {
+    async fn next_item(&mut self) -> Option<Result<WatchItem>> {
         loop {
-            if !self.catch_up().await {
-                return;
+            if let Some(item) = self.pending.pop_front() {
+                return Some(Ok(item));
             }
-            if self.progress_pending {
-                self.progress_pending = false;
-                if !self.send(WatchItem::Progress(self.seen)).await {
-                    return;
+            if self.done {
+                return None;
+            }
+            if self.catching_up {
+                if let Err(err) = self.catch_up_chunk().await {
+                    self.done = true;
+                    return Some(Err(err));
                 }
+                continue;
             }
-            match self.follow(&mut hub).await {
-                Stop::Done => return,
-                Stop::Lagged => continue,
-            }
-        }
-    }
-
-    /// Replays history after `seen` from the file. Returns false when the watch is over.
-    async fn catch_up(&mut self) -> bool {
-        loop {
-            let Some(core) = self.core.upgrade() else {
-                return false;
-            };
-            let prefix = self.prefix.clone();
-            let after = self.seen;
-            let read = run_blocking(move || read_history(&core, &prefix, after)).await;
-            let (events, upto, more) = match read {
-                Ok(read) => read,
-                Err(err) => {
-                    let _ = self.out.send(Err(err)).await;
-                    return false;
-                }
-            };
-            for event in events {
-                if !self.send(WatchItem::Event(event)).await {
-                    return false;
-                }
-            }
-            self.seen = self.seen.max(upto);
-            if !more {
-                return true;
-            }
-        }
-    }
-
-    async fn follow(&mut self, hub: &mut broadcast::Receiver<HubMessage>) -> Stop {
-        loop {
             tokio::select! {
                 biased;
-                _ = self.out.closed() => return Stop::Done,
-                message = hub.recv() => match message {
-                    Ok(message) => {
-                        if !self.deliver(message).await {
-                            return Stop::Done;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => return Stop::Lagged,
+                message = self.hub.recv() => match message {
+                    Ok(message) => self.take(message),
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,
                     Err(broadcast::error::RecvError::Closed) => {
-                        let _ = self.out.send(Err(Error::Closed)).await;
-                        return Stop::Done;
+                        self.done = true;
+                        return Some(Err(Error::Closed));
                     }
                 },
                 Some(()) = self.progress_rx.recv() => {
-                    // Writes acknowledged before the request are already on the hub: deliver them
+                    // Writes acknowledged before the request are already on the hub: take them
                     // first, so the progress covers every one of them.
                     loop {
-                        match hub.try_recv() {
-                            Ok(message) => {
-                                if !self.deliver(message).await {
-                                    return Stop::Done;
-                                }
+                        match self.hub.try_recv() {
+                            Ok(message) => self.take(message),
+                            Err(broadcast::error::TryRecvError::Empty) => {
+                                self.pending.push_back(WatchItem::Progress(self.seen));
+                                break;
                             }
-                            Err(broadcast::error::TryRecvError::Empty) => break,
                             Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                                self.catching_up = true;
                                 self.progress_pending = true;
-                                return Stop::Lagged;
+                                break;
                             }
-                            Err(broadcast::error::TryRecvError::Closed) => return Stop::Done,
+                            Err(broadcast::error::TryRecvError::Closed) => {
+                                self.done = true;
+                                break;
+                            }
                         }
-                    }
-                    if !self.send(WatchItem::Progress(self.seen)).await {
-                        return Stop::Done;
                     }
                 }
             }
         }
     }
 
-    /// Forwards one hub message. Returns false when the consumer is gone.
-    async fn deliver(&mut self, message: HubMessage) -> bool {
+    /// Reads the next chunk of history after `seen` into `pending`.
+    async fn catch_up_chunk(&mut self) -> Result<()> {
+        let core = self.core.upgrade().ok_or(Error::Closed)?;
+        let prefix = self.prefix.clone();
+        let after = self.seen;
+        let (events, upto, more) = run_blocking(move || read_history(&core, &prefix, after)).await?;
+        self.pending.extend(events.into_iter().map(WatchItem::Event));
+        self.seen = self.seen.max(upto);
+        if !more {
+            self.catching_up = false;
+            if std::mem::take(&mut self.progress_pending) {
+                self.pending.push_back(WatchItem::Progress(self.seen));
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues what a hub message holds for this watch.
+    fn take(&mut self, message: HubMessage) {
         match message {
             HubMessage::Events(events, revision) => {
                 for event in events.iter() {
                     if event.revision() > self.seen && event.kv.key.starts_with(&self.prefix) {
-                        let revision = event.revision();
-                        if !self.send(WatchItem::Event(event.clone())).await {
-                            return false;
-                        }
-                        self.seen = revision;
+                        self.pending.push_back(WatchItem::Event(event.clone()));
                     }
                 }
                 self.seen = self.seen.max(revision);
-                true
             }
             HubMessage::Progress(revision) => {
                 self.seen = self.seen.max(revision);
-                self.send(WatchItem::Progress(self.seen)).await
+                self.pending.push_back(WatchItem::Progress(self.seen));
             }
         }
-    }
-
-    async fn send(&self, item: WatchItem) -> bool {
-        self.out.send(Ok(item)).await.is_ok()
     }
 }
 
