@@ -7,8 +7,9 @@
 //! (a temp dir, an etcd process) alive until the case is over. The macro expands to one
 //! `#[tokio::test]` per case, named like the case.
 //!
-//! Every await on a watch is bounded by [`ITEM_TIMEOUT`] and every case by [`CASE_TIMEOUT`], so a
-//! broken backend fails a test instead of hanging it. Failure messages say what was expected and
+//! Every wait for a watch item is bounded by [`ITEM_TIMEOUT`] (progress notifications do not
+//! extend it), every store call by [`CALL_TIMEOUT`] and every case by [`CASE_TIMEOUT`], so a
+//! broken backend fails a test, naming what it waited for, instead of hanging it. Failure messages say what was expected and
 //! what was seen; values are shown truncated with their length and a hash.
 
 use std::collections::BTreeMap;
@@ -107,17 +108,21 @@ macro_rules! check_eq {
     }};
 }
 
-/// The longest a watch may take to yield its next item.
+/// The longest a watch may take to yield the next event (or the progress notification) waited for.
 pub const ITEM_TIMEOUT: Duration = Duration::from_secs(15);
+/// The longest any one store call may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest a whole case may take.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(240);
 
-/// Checks that `store` is fresh, then runs `case` on it under [`CASE_TIMEOUT`].
+/// Checks that `store` is fresh, then runs `case` on it under [`CASE_TIMEOUT`], every store call
+/// under [`CALL_TIMEOUT`].
 pub async fn run<F, Fut>(store: Arc<dyn Store>, case: F)
 where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = ()>,
 {
+    let store: Arc<dyn Store> = Arc::new(Bounded(store));
     check_eq!(
         revision(&*store).await,
         1,
@@ -1626,9 +1631,10 @@ pub async fn request_progress_reports_a_revision_at_or_after_the_last_write(stor
     // Requested before reading anything: the progress comes after the five events.
     pods.stream.request_progress();
     let mut events = Vec::new();
+    let by = deadline();
     loop {
         let waiting_for = format!("5 events, then a progress notification at or after {last}");
-        match pods.next_item(&waiting_for).await {
+        match pods.next_item_by(by, &waiting_for).await {
             WatchItem::Event(event) => events.push(event),
             WatchItem::Progress(rev) if rev >= last => break,
             WatchItem::Progress(_) => {}
@@ -1704,8 +1710,7 @@ pub async fn slow_readers_and_long_replays_still_get_every_event_exactly_once(
     )
     .await;
     for watcher in [&mut slow, &mut replay] {
-        let events = watcher.events(expected.len()).await;
-        check_events(&watcher.name, &events, &expected, 0);
+        watcher.expect_events(&expected).await;
         watcher.expect_progress(end).await;
     }
     let from = end - 3000;
@@ -1950,15 +1955,9 @@ pub async fn compaction_keeps_later_revisions_readable_and_watchable(store: Arc<
             after,
         )
         .await;
-        let events = watcher
-            .events(history.events_after(prefix, after).len())
+        watcher
+            .expect_events_with(&history.events_after(prefix, after), compacted)
             .await;
-        check_events(
-            &watcher.name,
-            &events,
-            &history.events_after(prefix, after),
-            compacted,
-        );
         watcher.expect_progress(now).await;
     }
 }
@@ -1993,7 +1992,7 @@ pub async fn compacting_beyond_the_current_revision_fails_with_future_revision(
     compact(s, now).await;
 }
 
-/// Compacting the same revision again succeeds and changes nothing.
+/// Compacting the same (or an older) revision again succeeds and changes nothing.
 pub async fn compacting_the_same_revision_twice_is_a_no_op(store: Arc<dyn Store>) {
     let s = &*store;
     let tracked = Tracked::new(store.clone());
@@ -2012,6 +2011,8 @@ pub async fn compacting_the_same_revision_twice_is_a_no_op(store: Arc<dyn Store>
     let now = revision(s).await;
     compact(s, 5).await;
     compact(s, 5).await;
+    // An older revision is already compacted too.
+    compact(s, 3).await;
     check_eq!(
         revision(s).await,
         now,
@@ -2020,7 +2021,7 @@ pub async fn compacting_the_same_revision_twice_is_a_no_op(store: Arc<dyn Store>
     check_eq!(
         stats(s).await.compacted_revision,
         5,
-        "stats().compacted_revision after compact(5) twice"
+        "stats().compacted_revision after compact(5), compact(5), compact(3)"
     );
     let history = tracked.history();
     check_kvs(
@@ -2063,15 +2064,9 @@ pub async fn a_live_watch_keeps_delivering_after_compaction(store: Arc<dyn Store
     }
     let end = revision(s).await;
     let history = tracked.history();
-    let events = watcher
-        .events(history.events_after(prefix, before).len())
+    watcher
+        .expect_events_with(&history.events_after(prefix, before), before)
         .await;
-    check_events(
-        &watcher.name,
-        &events,
-        &history.events_after(prefix, before),
-        before,
-    );
     watcher.expect_progress(end).await;
 }
 
@@ -2280,6 +2275,80 @@ async fn write_next(
             None
         }
         Some(r) => Some(tracked.update(key, value, r).await),
+    }
+}
+
+/// A store whose every call panics, naming the call, when it takes longer than [`CALL_TIMEOUT`]:
+/// a hung backend fails the case at the call that hung.
+struct Bounded(Arc<dyn Store>);
+
+async fn within<T>(call: impl FnOnce() -> String, future: impl Future<Output = T>) -> T {
+    match timeout(CALL_TIMEOUT, future).await {
+        Ok(value) => value,
+        Err(_) => panic!(
+            "{}: expected an answer within {CALL_TIMEOUT:?}, saw none",
+            call()
+        ),
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Bounded {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        within(|| format!("get({key:?})"), self.0.get(key)).await
+    }
+
+    async fn list(&self, opts: ListOptions) -> Result<ListResult> {
+        let call = format!("list({opts:?})");
+        within(|| call, self.0.list(opts)).await
+    }
+
+    async fn count(&self, prefix: &str) -> Result<u64> {
+        within(|| format!("count({prefix:?})"), self.0.count(prefix)).await
+    }
+
+    async fn create(&self, key: &str, value: Bytes) -> Result<Revision> {
+        within(|| format!("create({key:?})"), self.0.create(key, value)).await
+    }
+
+    async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<Revision> {
+        within(
+            || format!("update({key:?}, expected {expected})"),
+            self.0.update(key, value, expected),
+        )
+        .await
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue)> {
+        within(
+            || format!("delete({key:?}, expected {expected:?})"),
+            self.0.delete(key, expected),
+        )
+        .await
+    }
+
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
+        within(
+            || format!("watch({prefix:?}, after {after})"),
+            self.0.watch(prefix, after),
+        )
+        .await
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        within(|| format!("compact({revision})"), self.0.compact(revision)).await
+    }
+
+    async fn current_revision(&self) -> Result<Revision> {
+        within(
+            || "current_revision()".to_owned(),
+            self.0.current_revision(),
+        )
+        .await
+    }
+
+    async fn stats(&self) -> Result<rkube_store::Stats> {
+        within(|| "stats()".to_owned(), self.0.stats()).await
     }
 }
 
@@ -2718,14 +2787,20 @@ impl Watcher {
         }
     }
 
-    /// The next item, within [`ITEM_TIMEOUT`]; `waiting_for` says what for, in the message.
-    async fn next_item(&mut self, waiting_for: &str) -> WatchItem {
+    /// The next item, before `deadline`. Loops that skip progress notifications pass one deadline
+    /// for the whole wait, so a stream of progress notifications cannot keep a missing event
+    /// waited for forever.
+    async fn next_item_by(
+        &mut self,
+        deadline: tokio::time::Instant,
+        waiting_for: &str,
+    ) -> WatchItem {
         let name = &self.name;
         let delivered = self.delivered;
-        let item = match timeout(ITEM_TIMEOUT, self.stream.next()).await {
+        let item = match tokio::time::timeout_at(deadline, self.stream.next()).await {
             Err(_) => panic!(
-                "{name}: expected {waiting_for} within {ITEM_TIMEOUT:?}, saw nothing (delivered \
-                 up to revision {delivered})"
+                "{name}: expected {waiting_for} within {ITEM_TIMEOUT:?}, saw none (delivered up \
+                 to revision {delivered}, counting progress notifications)"
             ),
             Ok(None) => panic!(
                 "{name}: expected {waiting_for}, saw the stream end without an error (delivered \
@@ -2754,20 +2829,23 @@ impl Watcher {
 
     /// The next event, skipping progress notifications.
     async fn next_event(&mut self) -> Event {
+        let deadline = deadline();
         loop {
-            if let WatchItem::Event(event) = self.next_item("an event").await {
+            if let WatchItem::Event(event) = self.next_item_by(deadline, "an event").await {
                 return event;
             }
         }
     }
 
-    /// The next `n` events.
+    /// The next `n` events, each within [`ITEM_TIMEOUT`] of the one before.
     async fn events(&mut self, n: usize) -> Vec<Event> {
         let mut events = Vec::with_capacity(n);
+        let mut by = deadline();
         while events.len() < n {
             let waiting_for = format!("event {} of {n}", events.len() + 1);
-            if let WatchItem::Event(event) = self.next_item(&waiting_for).await {
+            if let WatchItem::Event(event) = self.next_item_by(by, &waiting_for).await {
                 events.push(event);
+                by = deadline();
             }
         }
         events
@@ -2775,8 +2853,42 @@ impl Watcher {
 
     /// Reads `expected.len()` events and checks them against `expected`.
     async fn expect_events(&mut self, expected: &[Event]) -> Vec<Event> {
-        let events = self.events(expected.len()).await;
-        check_events(&self.name, &events, expected, 0);
+        self.expect_events_with(expected, 0).await
+    }
+
+    /// Reads `expected.len()` events and checks each against `expected` as it arrives (see
+    /// [`event_matches`] for `lost_prev_at_or_below`). A progress notification covering the next
+    /// expected event fails at once: that event was skipped.
+    async fn expect_events_with(
+        &mut self,
+        expected: &[Event],
+        lost_prev_at_or_below: Revision,
+    ) -> Vec<Event> {
+        let mut events = Vec::with_capacity(expected.len());
+        let mut by = deadline();
+        while let Some(want) = expected.get(events.len()) {
+            let i = events.len();
+            let waiting_for = format!("event #{i} of {}: {}", expected.len(), show_event(want));
+            match self.next_item_by(by, &waiting_for).await {
+                WatchItem::Event(event) => {
+                    if !event_matches(&event, want, lost_prev_at_or_below) {
+                        panic!(
+                            "{}: expected {waiting_for}, saw {}",
+                            self.name,
+                            show_event(&event)
+                        );
+                    }
+                    events.push(event);
+                    by = deadline();
+                }
+                WatchItem::Progress(rev) if rev >= want.revision() => panic!(
+                    "{}: expected {waiting_for}, saw Progress({rev}) first, which says every \
+                     event up to {rev} was delivered",
+                    self.name
+                ),
+                WatchItem::Progress(_) => {}
+            }
+        }
         events
     }
 
@@ -2785,8 +2897,9 @@ impl Watcher {
     async fn expect_progress(&mut self, at_least: Revision) -> Revision {
         self.stream.request_progress();
         let waiting_for = format!("a progress notification at or after revision {at_least}");
+        let by = deadline();
         loop {
-            match self.next_item(&waiting_for).await {
+            match self.next_item_by(by, &waiting_for).await {
                 WatchItem::Progress(rev) if rev >= at_least => return rev,
                 WatchItem::Progress(_) => {}
                 WatchItem::Event(event) => panic!(
@@ -2799,24 +2912,36 @@ impl Watcher {
     }
 }
 
+/// [`ITEM_TIMEOUT`] from now.
+fn deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + ITEM_TIMEOUT
+}
+
 /// Reads `watcher` until it has delivered everything up to the revision `target` is set to.
 async fn collect_until(
     mut watcher: Watcher,
     mut target: tokio::sync::watch::Receiver<Option<Revision>>,
 ) -> (Watcher, Vec<Event>) {
     let mut events = Vec::new();
+    let mut by = deadline();
     loop {
         let goal = *target.borrow_and_update();
         if goal.is_some_and(|goal| watcher.delivered >= goal) {
             return (watcher, events);
         }
+        let waiting_for = match goal {
+            Some(goal) => format!("the concurrent writers' events up to revision {goal}"),
+            None => "the concurrent writers' events".to_owned(),
+        };
         tokio::select! {
             changed = target.changed(), if goal.is_none() => {
                 changed.expect("the watchers' target channel closed early");
+                by = deadline();
             }
-            item = watcher.next_item("the concurrent writers' events") => {
+            item = watcher.next_item_by(by, &waiting_for) => {
                 if let WatchItem::Event(event) = item {
                     events.push(event);
+                    by = deadline();
                 }
             }
         }
