@@ -283,6 +283,14 @@ fn initialize(db: &Database, path: &Path) -> Result<(Revision, Revision)> {
         };
         (get(META_REVISION)?, get(META_COMPACTED)?)
     };
+    // As in `read_revisions`: the newest history record holds the current revision.
+    let newest = txn
+        .open_table(LOG)
+        .map_err(|e| map_init_error(path, e.into()))?
+        .last()
+        .map_err(|e| map_init_error(path, e.into()))?
+        .map_or(0, |(revision, _)| revision.value() as Revision);
+    let revision = revision.max(newest);
     txn.open_table(KV)
         .map_err(|e| map_init_error(path, e.into()))?;
     txn.open_table(LOG)
@@ -317,7 +325,10 @@ pub(crate) async fn run_blocking<T: Send + 'static>(
         .map_err(|_| Error::Closed)?
 }
 
-/// Reads the revisions recorded in a read transaction.
+/// Reads the current and compacted revisions in a read transaction.
+///
+/// The current revision is the newest `log` record's: commits do not also write it to `meta`
+/// (one B-tree fewer to update per commit). `meta` keeps it for when compaction empties `log`.
 pub(crate) fn read_revisions(txn: &ReadTransaction) -> Result<(Revision, Revision)> {
     let meta = txn.open_table(META).map_err(read_failed)?;
     let get = |key: &str| -> Result<Revision> {
@@ -326,7 +337,12 @@ pub(crate) fn read_revisions(txn: &ReadTransaction) -> Result<(Revision, Revisio
             .map_err(read_failed)?
             .map_or(0, |v| v.value() as Revision))
     };
-    Ok((get(META_REVISION)?, get(META_COMPACTED)?))
+    let log = txn.open_table(LOG).map_err(read_failed)?;
+    let newest = log
+        .last()
+        .map_err(read_failed)?
+        .map_or(0, |(revision, _)| revision.value() as Revision);
+    Ok((get(META_REVISION)?.max(newest), get(META_COMPACTED)?))
 }
 
 pub(crate) fn corrupt_record(path: &Path, err: codec::DecodeError) -> Error {
@@ -595,6 +611,31 @@ pub(crate) fn stats_of(db: &dyn snapshot::ReadableDb, path: &Path) -> Result<Sta
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_revision_survives_a_reopen_after_compaction_empties_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let store = EmbeddedStore::open(&path).unwrap();
+            for key in ["/a", "/b", "/c"] {
+                store.create(key, Bytes::from_static(b"v")).await.unwrap();
+            }
+            store.delete("/b", None).await.unwrap();
+            store.compact(5).await.unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(store.current_revision().await.unwrap(), 5);
+        let stats = store.stats().await.unwrap();
+        assert_eq!(
+            (stats.revision, stats.compacted_revision, stats.keys),
+            (5, 5, 2)
+        );
+        assert_eq!(store.create("/d", Bytes::new()).await.unwrap(), 6);
+        drop(store);
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(store.current_revision().await.unwrap(), 6);
+    }
 
     #[test]
     fn list_bounds_start_at_the_prefix_unless_the_start_key_is_past_it() {

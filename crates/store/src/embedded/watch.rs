@@ -202,8 +202,10 @@ impl WatchState {
         let core = self.core.upgrade().ok_or(Error::Closed)?;
         let prefix = self.prefix.clone();
         let after = self.seen;
-        let (events, upto, more) = run_blocking(move || read_history(&core, &prefix, after)).await?;
-        self.pending.extend(events.into_iter().map(WatchItem::Event));
+        let (events, upto, more) =
+            run_blocking(move || read_history(&core, &prefix, after)).await?;
+        self.pending
+            .extend(events.into_iter().map(WatchItem::Event));
         self.seen = self.seen.max(upto);
         if !more {
             self.catching_up = false;

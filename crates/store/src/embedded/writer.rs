@@ -166,11 +166,6 @@ fn apply_batch(core: &Core, base: Revision, batch: &[Pending]) -> Result<BatchRe
                 Err(refused) => results.push(Err(refused)),
             }
         }
-        if revision != base {
-            let mut meta = txn.open_table(META).map_err(commit_failed)?;
-            meta.insert(META_REVISION, revision as u64)
-                .map_err(commit_failed)?;
-        }
     }
     if revision == base {
         // Every write was refused: nothing to make durable.
@@ -289,6 +284,9 @@ fn mark_compacted(core: &Core, current: Revision, target: Revision) -> Result<Op
     {
         let mut meta = txn.open_table(META).map_err(commit_failed)?;
         meta.insert(META_COMPACTED, target as u64)
+            .map_err(commit_failed)?;
+        // Trimming may empty `log`, whose newest record otherwise tells the current revision.
+        meta.insert(META_REVISION, current as u64)
             .map_err(commit_failed)?;
     }
     txn.commit().map_err(commit_failed)?;
