@@ -19,6 +19,13 @@ fn rkube(args: &[&str]) -> Output {
         .expect("run rkube")
 }
 
+/// `rkube datastore --data-dir DIR ARGS...`
+fn datastore(data_dir: &str, args: &[&str]) -> Output {
+    let mut full = vec!["datastore", "--data-dir", data_dir];
+    full.extend_from_slice(args);
+    rkube(&full)
+}
+
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -79,14 +86,7 @@ fn help_and_version_work() {
 fn stats_creates_an_empty_store_where_there_is_none() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = rkube(&[
-        "datastore",
-        "--data-dir",
-        &dir_arg(&data),
-        "stats",
-        "-o",
-        "json",
-    ]);
+    let out = datastore(&dir_arg(&data), &["stats", "-o", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json stats");
     assert_eq!(stats["keys"], 0);
@@ -104,14 +104,7 @@ async fn snapshot_save_and_restore_round_trip_and_compact_keeps_keys() {
         fill(&store, "/registry/configmaps/default/cm-", 50).await;
     }
     let d = dir_arg(&data);
-    let out = rkube(&[
-        "datastore",
-        "--data-dir",
-        &d,
-        "snapshot",
-        "save",
-        snap.to_str().unwrap(),
-    ]);
+    let out = datastore(&d, &["snapshot", "save", snap.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("revision 51"), "{}", stdout(&out));
 
@@ -126,14 +119,7 @@ async fn snapshot_save_and_restore_round_trip_and_compact_keeps_keys() {
         }
         fill(&store, "/registry/secrets/default/s-", 3).await;
     }
-    let out = rkube(&[
-        "datastore",
-        "--data-dir",
-        &d,
-        "snapshot",
-        "restore",
-        snap.to_str().unwrap(),
-    ]);
+    let out = datastore(&d, &["snapshot", "restore", snap.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     {
         let store = EmbeddedStore::open(db_path(&data)).unwrap();
@@ -144,9 +130,9 @@ async fn snapshot_save_and_restore_round_trip_and_compact_keeps_keys() {
         assert_eq!(store.create("/registry/x", Bytes::new()).await.unwrap(), 52);
     }
 
-    let out = rkube(&["datastore", "--data-dir", &d, "compact"]);
+    let out = datastore(&d, &["compact"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = rkube(&["datastore", "--data-dir", &d, "stats", "-o", "json"]);
+    let out = datastore(&d, &["stats", "-o", "json"]);
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(stats["keys"], 51);
     assert_eq!(stats["compacted_revision"], stats["revision"]);
@@ -184,16 +170,7 @@ async fn snapshot_of_a_store_in_use_is_consistent_and_writers_are_refused() {
         let acknowledged = store.current_revision().await.unwrap();
         let out = tokio::task::spawn_blocking({
             let (d, snap) = (d.clone(), snap.clone());
-            move || {
-                rkube(&[
-                    "datastore",
-                    "--data-dir",
-                    &d,
-                    "snapshot",
-                    "save",
-                    snap.to_str().unwrap(),
-                ])
-            }
+            move || datastore(&d, &["snapshot", "save", snap.to_str().unwrap()])
         })
         .await
         .unwrap();
@@ -227,24 +204,17 @@ async fn snapshot_of_a_store_in_use_is_consistent_and_writers_are_refused() {
         );
     }
 
-    let out = rkube(&["datastore", "--data-dir", &d, "stats"]);
+    let out = datastore(&d, &["stats"]);
     assert!(
         out.status.success(),
         "stats of a live store failed: {}",
         stderr(&out)
     );
 
-    let out = rkube(&["datastore", "--data-dir", &d, "compact"]);
+    let out = datastore(&d, &["compact"]);
     assert_clean_failure(&out, &["locked by another process", "state.redb"]);
     let snap = dir.path().join("live-0.redb");
-    let out = rkube(&[
-        "datastore",
-        "--data-dir",
-        &d,
-        "snapshot",
-        "restore",
-        snap.to_str().unwrap(),
-    ]);
+    let out = datastore(&d, &["snapshot", "restore", snap.to_str().unwrap()]);
     assert_clean_failure(&out, &["stop the server", "locked"]);
 
     stop.store(true, Ordering::Relaxed);
@@ -261,12 +231,12 @@ fn a_corrupt_or_truncated_store_file_is_reported_with_its_path() {
         b"this is not a database, just text\n".repeat(200),
     )
     .unwrap();
-    let out = rkube(&["datastore", "--data-dir", &dir_arg(&corrupt), "stats"]);
+    let out = datastore(&dir_arg(&corrupt), &["stats"]);
     assert_clean_failure(&out, &["corrupt", "state.redb"]);
 
     // A real store cut short.
     let truncated = dir.path().join("truncated");
-    let out = rkube(&["datastore", "--data-dir", &dir_arg(&truncated), "stats"]);
+    let out = datastore(&dir_arg(&truncated), &["stats"]);
     assert!(out.status.success());
     let file = db_path(&truncated);
     let bytes = std::fs::read(&file).unwrap();
@@ -276,20 +246,7 @@ fn a_corrupt_or_truncated_store_file_is_reported_with_its_path() {
         &["compact"],
         &["snapshot", "save", "/dev/null/x"],
     ] {
-        let mut full = vec![
-            "datastore",
-            "--data-dir",
-            file.parent()
-                .unwrap()
-                .parent()
-                .unwrap()
-                .parent()
-                .unwrap()
-                .to_str()
-                .unwrap(),
-        ];
-        full.extend_from_slice(args);
-        let out = rkube(&full);
+        let out = datastore(&dir_arg(&truncated), args);
         assert_clean_failure(&out, &["corrupt", "state.redb"]);
     }
     // The damaged file is left as it was for the operator to inspect.
@@ -301,34 +258,16 @@ fn a_bad_snapshot_file_is_refused_and_the_store_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let d = dir_arg(&data);
-    assert!(
-        rkube(&["datastore", "--data-dir", &d, "stats"])
-            .status
-            .success()
-    );
+    assert!(datastore(&d, &["stats"]).status.success());
     let before = std::fs::read(db_path(&data)).unwrap();
 
     let garbage = dir.path().join("garbage.redb");
     std::fs::write(&garbage, b"\x00\x01garbage").unwrap();
-    let out = rkube(&[
-        "datastore",
-        "--data-dir",
-        &d,
-        "snapshot",
-        "restore",
-        garbage.to_str().unwrap(),
-    ]);
+    let out = datastore(&d, &["snapshot", "restore", garbage.to_str().unwrap()]);
     assert_clean_failure(&out, &["garbage.redb", "not a valid snapshot"]);
 
     let missing = dir.path().join("missing.redb");
-    let out = rkube(&[
-        "datastore",
-        "--data-dir",
-        &d,
-        "snapshot",
-        "restore",
-        missing.to_str().unwrap(),
-    ]);
+    let out = datastore(&d, &["snapshot", "restore", missing.to_str().unwrap()]);
     assert_clean_failure(&out, &["missing.redb"]);
 
     assert_eq!(
@@ -358,7 +297,7 @@ fn an_unwritable_data_dir_is_reported_with_its_path() {
         eprintln!("skipping: cannot mount a read-only tmpfs (not root?)");
         return;
     }
-    let out = rkube(&["datastore", "--data-dir", &dir_arg(&ro), "stats"]);
+    let out = datastore(&dir_arg(&ro), &["stats"]);
     let _ = Command::new("umount").arg(&ro).status();
     assert_clean_failure(&out, &["Read-only file system", ro.to_str().unwrap()]);
 }

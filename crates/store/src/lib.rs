@@ -235,6 +235,17 @@ pub fn prefix_range_end(prefix: &str) -> Option<Vec<u8>> {
     None
 }
 
+/// Refuses keys the contract does not allow (the empty key), the same way in every backend.
+pub(crate) fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidKey {
+            key: key.into(),
+            reason: "keys must not be empty",
+        });
+    }
+    Ok(())
+}
+
 /// The key right after `key` in byte order: where the next page of a list starts.
 pub fn key_after(key: &str) -> String {
     format!("{key}\0")

@@ -352,16 +352,6 @@ pub(crate) fn corrupt_record(path: &Path, err: codec::DecodeError) -> Error {
     }
 }
 
-fn check_key(key: &str) -> Result<()> {
-    if key.is_empty() {
-        return Err(Error::InvalidKey {
-            key: key.into(),
-            reason: "keys must not be empty",
-        });
-    }
-    Ok(())
-}
-
 /// The key range `[start, end)` a list covers.
 fn list_bounds(opts: &ListOptions) -> (Vec<u8>, Option<Vec<u8>>) {
     let prefix = opts.prefix.as_bytes();
@@ -526,7 +516,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<Revision> {
-        check_key(key)?;
+        crate::check_key(key)?;
         let outcome = self
             .submit(writer::WriteOp::Create {
                 key: key.to_owned(),
@@ -537,7 +527,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<Revision> {
-        check_key(key)?;
+        crate::check_key(key)?;
         let outcome = self
             .submit(writer::WriteOp::Update {
                 key: key.to_owned(),
@@ -549,7 +539,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue)> {
-        check_key(key)?;
+        crate::check_key(key)?;
         let outcome = self
             .submit(writer::WriteOp::Delete {
                 key: key.to_owned(),

@@ -423,16 +423,6 @@ fn borrowed_kv(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
     })
 }
 
-fn check_key(key: &str) -> Result<()> {
-    if key.is_empty() {
-        return Err(Error::InvalidKey {
-            key: key.into(),
-            reason: "keys must not be empty",
-        });
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
@@ -503,7 +493,7 @@ impl Store for EtcdStore {
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<Revision> {
-        check_key(key)?;
+        crate::check_key(key)?;
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, Vec::from(value), None)]);
@@ -515,7 +505,7 @@ impl Store for EtcdStore {
     }
 
     async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<Revision> {
-        check_key(key)?;
+        crate::check_key(key)?;
         loop {
             // An absent key has mod_revision 0 in etcd's compares: never let 0 (or less) through,
             // or an update would create the key.
@@ -544,7 +534,7 @@ impl Store for EtcdStore {
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue)> {
-        check_key(key)?;
+        crate::check_key(key)?;
         let inner = &self.inner;
         let Some(expected) = expected else {
             let mut kv = inner.kv.clone();
