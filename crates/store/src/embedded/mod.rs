@@ -21,8 +21,8 @@ mod writer;
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -89,7 +89,8 @@ pub(crate) struct Core {
 /// The embedded store. Dropping it finishes queued writes and releases the file.
 pub struct EmbeddedStore {
     core: Arc<Core>,
-    requests: Mutex<Option<std::sync::mpsc::Sender<writer::Request>>>,
+    /// `None` once dropping: the writer then finishes and exits.
+    requests: Option<std::sync::mpsc::Sender<writer::Request>>,
     writer: Option<std::thread::JoinHandle<()>>,
     ticker: Option<tokio::task::JoinHandle<()>>,
 }
@@ -129,7 +130,7 @@ impl EmbeddedStore {
         });
         Ok(EmbeddedStore {
             core,
-            requests: Mutex::new(Some(tx)),
+            requests: Some(tx),
             writer: Some(writer),
             ticker,
         })
@@ -148,14 +149,15 @@ impl EmbeddedStore {
         run_blocking(move || snapshot::save_from(&core.db, &core.path, &dest)).await
     }
 
+    /// Hands a request to the writer thread.
+    fn send(&self, request: writer::Request) -> Result<()> {
+        let tx = self.requests.as_ref().ok_or(Error::Closed)?;
+        tx.send(request).map_err(|_| Error::Closed)
+    }
+
     async fn submit(&self, op: writer::WriteOp) -> Result<writer::Outcome> {
         let (reply, rx) = oneshot::channel();
-        {
-            let guard = self.requests.lock().map_err(|_| Error::Closed)?;
-            let tx = guard.as_ref().ok_or(Error::Closed)?;
-            tx.send(writer::Request::Write { op, reply })
-                .map_err(|_| Error::Closed)?;
-        }
+        self.send(writer::Request::Write { op, reply })?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -166,9 +168,7 @@ impl EmbeddedStore {
 
 impl Drop for EmbeddedStore {
     fn drop(&mut self) {
-        if let Ok(mut guard) = self.requests.lock() {
-            guard.take();
-        }
+        self.requests.take();
         if let Some(writer) = self.writer.take() {
             // The writer finishes the batch it holds, then sees the channel closed.
             let _ = writer.join();
@@ -556,12 +556,7 @@ impl Store for EmbeddedStore {
 
     async fn compact(&self, revision: Revision) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        {
-            let guard = self.requests.lock().map_err(|_| Error::Closed)?;
-            let tx = guard.as_ref().ok_or(Error::Closed)?;
-            tx.send(writer::Request::Compact { revision, reply })
-                .map_err(|_| Error::Closed)?;
-        }
+        self.send(writer::Request::Compact { revision, reply })?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -576,8 +571,8 @@ impl Store for EmbeddedStore {
 }
 
 /// Counters of an open database (a live store or a read-only follower).
-pub(crate) fn stats_of(db: &dyn snapshot::ReadableDb, path: &Path) -> Result<Stats> {
-    let txn = db.read().map_err(read_failed)?;
+pub(crate) fn stats_of(db: &dyn ReadableDatabase, path: &Path) -> Result<Stats> {
+    let txn = db.begin_read().map_err(read_failed)?;
     let (revision, compacted_revision) = read_revisions(&txn)?;
     let keys = txn
         .open_table(KV)

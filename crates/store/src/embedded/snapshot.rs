@@ -37,12 +37,16 @@ pub struct SnapshotInfo {
 }
 
 /// Copies the state of one read transaction of `db` (the store at `source`) to `dest`.
-pub(crate) fn save_from(db: &dyn ReadableDb, source: &Path, dest: &Path) -> Result<SnapshotInfo> {
+pub(crate) fn save_from(
+    db: &dyn ReadableDatabase,
+    source: &Path,
+    dest: &Path,
+) -> Result<SnapshotInfo> {
     let err = |detail: String| Error::Snapshot {
         path: dest.to_path_buf(),
         detail,
     };
-    let txn = db.read().map_err(crate::error::read_failed)?;
+    let txn = db.begin_read().map_err(crate::error::read_failed)?;
     let (revision, _) = read_revisions(&txn)?;
     let kv = txn.open_table(KV).map_err(crate::error::read_failed)?;
 
@@ -105,28 +109,16 @@ pub fn stats(db_path: &Path) -> Result<Stats> {
 
 /// Runs `f` on the store at `db_path`: as a read-only follower when a server has it open, as the
 /// writer otherwise (which also repairs a file left by a crash and creates a missing one).
-fn with_database<T>(db_path: &Path, f: impl FnOnce(&dyn ReadableDb) -> Result<T>) -> Result<T> {
+fn with_database<T>(
+    db_path: &Path,
+    f: impl FnOnce(&dyn ReadableDatabase) -> Result<T>,
+) -> Result<T> {
     match open_follower(db_path) {
         Ok(Some(db)) => f(&db),
         Ok(None) | Err(_) => {
             let store = super::EmbeddedStore::open(db_path)?;
             f(&store.core.db)
         }
-    }
-}
-
-/// redb's readable handles behind one object-safe name.
-pub(crate) trait ReadableDb {
-    fn read(&self) -> std::result::Result<redb::ReadTransaction, redb::TransactionError>;
-}
-impl ReadableDb for Database {
-    fn read(&self) -> std::result::Result<redb::ReadTransaction, redb::TransactionError> {
-        self.begin_read()
-    }
-}
-impl ReadableDb for redb::ReadOnlyDatabase {
-    fn read(&self) -> std::result::Result<redb::ReadTransaction, redb::TransactionError> {
-        self.begin_read()
     }
 }
 
