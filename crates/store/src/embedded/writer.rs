@@ -69,20 +69,20 @@ pub(crate) fn run(core: Arc<Core>, requests: Receiver<Request>, mut revision: Re
     // History still to trim after a compaction, up to this revision.
     let mut trim_to: Option<u64> = None;
     loop {
-        let first = if trim_to.is_some() {
-            match requests.try_recv() {
+        let first = match trim_to {
+            // Trim only while no request waits, so writes never queue behind a trim.
+            Some(to) => match requests.try_recv() {
                 Ok(request) => request,
                 Err(TryRecvError::Empty) => {
-                    trim_to = trim_chunk(&core, trim_to.unwrap_or_default());
+                    trim_to = trim_chunk(&core, to);
                     continue;
                 }
                 Err(TryRecvError::Disconnected) => return,
-            }
-        } else {
-            match requests.recv() {
+            },
+            None => match requests.recv() {
                 Ok(request) => request,
                 Err(_) => return,
-            }
+            },
         };
         let mut batch: Vec<Pending> = Vec::new();
         let mut next = Some(first);
