@@ -147,7 +147,9 @@ pub struct Stats {
 ///   the prefix, each exactly once, in revision order, with the previous value. A watch from a
 ///   compacted revision fails with [`Error::Compacted`] (at the call or as the stream's only item
 ///   if compaction races the call). A watch never ends on its own except after an error item.
-/// * **Compaction** drops history at or below a revision; the current value of every key stays.
+/// * **Compaction** to `r` drops the history older than `r`: lists at `r` or later keep working,
+///   lists before `r` and watches from well before `r` fail with [`Error::Compacted`] (a watch
+///   from exactly `r - 1` is backend-specific). The current value of every key stays.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The current value of `key`, if any.
@@ -172,8 +174,9 @@ pub trait Store: Send + Sync + 'static {
     /// Streams events under `prefix` with revisions greater than `after`.
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream>;
 
-    /// Drops history at or below `revision`. Compacting to an already compacted revision is a
-    /// no-op; beyond the current revision is [`Error::FutureRevision`].
+    /// Drops the history older than `revision` (the store as of `revision` stays readable).
+    /// Compacting to an already compacted or older revision is a no-op; beyond the current
+    /// revision is [`Error::FutureRevision`].
     async fn compact(&self, revision: Revision) -> Result<()>;
 
     /// The current revision.
