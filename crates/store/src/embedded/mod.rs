@@ -5,10 +5,10 @@
 //! lists at a past revision and watches from a past revision can be answered until compaction
 //! trims it; `meta` holds the current and compacted revisions.
 //!
-//! Writes go through one writer thread ([`writer`]) that takes every request queued while the
+//! Writes go through one writer thread (`writer.rs`) that takes every request queued while the
 //! previous commit was syncing and commits them together (group commit): each write still gets
 //! its own revision, and each caller is answered only after the fsync. Committed events are
-//! handed to watchers from memory ([`watch`]); a watcher that falls behind catches up from `log`.
+//! handed to watchers from memory (`watch.rs`); a watcher that falls behind catches up from `log`.
 //!
 //! The file is opened in redb's single-writer mode: a second writer (another `rkube server` on the
 //! same data dir) is refused with [`Error::Locked`], while read-only followers such as
