@@ -33,6 +33,8 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the Kubernetes API server alone.
+    Apiserver(commands::apiserver::ApiserverArgs),
     /// Inspect, back up and restore the embedded datastore.
     Datastore(commands::datastore::DatastoreArgs),
 }
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Apiserver(args) => commands::apiserver::run(args).await,
             Command::Datastore(args) => commands::datastore::run(args).await,
         }
     });
@@ -72,8 +75,10 @@ fn init_logging(verbose: u8, format: LogFormat) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Colours only for a person at a terminal, never in files or CI logs.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

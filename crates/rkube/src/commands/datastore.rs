@@ -146,7 +146,7 @@ fn print_stats(location: &str, stats: &rkube_store::Stats, output: Output) -> an
 }
 
 /// Parses `http://host:2379,https://...` into endpoints, refusing other schemes by name.
-fn parse_endpoints(endpoints: &str) -> anyhow::Result<Vec<String>> {
+pub(crate) fn parse_endpoints(endpoints: &str) -> anyhow::Result<Vec<String>> {
     let list: Vec<String> = endpoints
         .split(',')
         .map(str::trim)

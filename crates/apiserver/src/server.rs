@@ -1,0 +1,248 @@
+//! HTTPS serving: TLS with the cluster's serving certificate, client certificates verified
+//! against the cluster CA (optional, as upstream: a request without one is anonymous), one hyper
+//! connection per client with HTTP/2 and HTTP/1.1, and the router.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rkube_store::Store;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::authn::{UserInfo, is_public_path};
+use crate::pki::Pki;
+use crate::status::ApiError;
+
+/// The Kubernetes version whose API rkube serves (k8s-openapi's `latest`).
+pub const KUBERNETES_MAJOR: &str = "1";
+/// See [`KUBERNETES_MAJOR`].
+pub const KUBERNETES_MINOR: &str = "37";
+
+/// Failures of starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listening socket cannot be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The PKI's PEM files do not make a TLS configuration.
+    #[error("the serving certificate or key is unusable")]
+    Tls(#[source] rustls::Error),
+    /// A PEM file could not be decoded.
+    #[error("the serving certificate or key is not valid PEM")]
+    Pem(#[source] rustls::pki_types::pem::Error),
+    /// The client CA could not be turned into a verifier.
+    #[error("the cluster CA cannot verify client certificates")]
+    ClientVerifier(#[source] rustls::server::VerifierBuilderError),
+}
+
+#[derive(Clone)]
+struct AppState {
+    store: Arc<dyn Store>,
+}
+
+/// A bound apiserver, ready to [`Apiserver::run`].
+pub struct Apiserver {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+}
+
+impl Apiserver {
+    /// Binds `addr` and prepares TLS from `pki`.
+    pub async fn bind(
+        addr: SocketAddr,
+        pki: &Pki,
+        store: Arc<dyn Store>,
+    ) -> Result<Apiserver, ServeError> {
+        let acceptor = TlsAcceptor::from(Arc::new(tls_config(pki)?));
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        Ok(Apiserver {
+            listener,
+            acceptor,
+            router: router(AppState { store }),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves connections until the task is dropped.
+    pub async fn run(self) {
+        loop {
+            let (tcp, peer) = match self.listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %err, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let acceptor = self.acceptor.clone();
+            let router = self.router.clone();
+            tokio::spawn(async move {
+                // A client that never finishes the handshake must not hold a task forever.
+                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                    .await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(err)) => {
+                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let user = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .map(|cert| UserInfo::from_client_certificate(cert))
+                    .unwrap_or_else(UserInfo::anonymous);
+                let service = hyper::service::service_fn(
+                    move |mut request: hyper::Request<hyper::body::Incoming>| {
+                        request.extensions_mut().insert(user.clone());
+                        router.clone().oneshot(request.map(axum::body::Body::new))
+                    },
+                );
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                if let Err(err) = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                    .await
+                {
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                }
+            });
+        }
+    }
+}
+
+fn tls_config(pki: &Pki) -> Result<rustls::ServerConfig, ServeError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(pki.ca.cert_pem.as_bytes()) {
+        roots
+            .add(ca.map_err(ServeError::Pem)?)
+            .map_err(ServeError::Tls)?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(ServeError::ClientVerifier)?;
+    let chain = CertificateDer::pem_slice_iter(pki.serving.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ServeError::Pem)?;
+    let key =
+        PrivateKeyDer::from_pem_slice(pki.serving.key_pem.as_bytes()).map_err(ServeError::Pem)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(ServeError::Tls)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(ServeError::Tls)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/version", get(version))
+        .route("/healthz", get(live))
+        .route("/livez", get(live))
+        .route("/readyz", get(ready))
+        .fallback(not_served)
+        .layer(middleware::from_fn(authenticate))
+        .with_state(state)
+}
+
+/// Refuses anonymous requests outside the public paths with 401, as upstream does when
+/// anonymous access is limited to `system:public-info-viewer`.
+async fn authenticate(request: Request, next: Next) -> Response {
+    let authenticated = request
+        .extensions()
+        .get::<UserInfo>()
+        .is_some_and(UserInfo::is_authenticated);
+    if !authenticated && !is_public_path(request.uri().path()) {
+        return ApiError::unauthorized().into_response();
+    }
+    next.run(request).await
+}
+
+async fn version() -> impl IntoResponse {
+    axum::Json(serde_json::json!({
+        "major": KUBERNETES_MAJOR,
+        "minor": KUBERNETES_MINOR,
+        "gitVersion": format!("v{KUBERNETES_MAJOR}.{KUBERNETES_MINOR}.0+rkube-{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "rust",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, go_arch()),
+    }))
+}
+
+/// Go's name for this architecture, which clients print and compare.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+async fn live() -> &'static str {
+    "ok"
+}
+
+/// `/readyz`: ready when the store answers. `?verbose` lists the checks as upstream does.
+async fn ready(
+    State(state): State<AppState>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let store_ok = matches!(
+        tokio::time::timeout(Duration::from_secs(2), state.store.current_revision()).await,
+        Ok(Ok(_))
+    );
+    let verbose = query.contains_key("verbose");
+    let (code, body) = match (store_ok, verbose) {
+        (true, false) => (StatusCode::OK, "ok".to_owned()),
+        (true, true) => (
+            StatusCode::OK,
+            "[+]ping ok\n[+]etcd ok\nreadyz check passed\n".to_owned(),
+        ),
+        (false, _) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "[+]ping ok\n[-]etcd failed: reason withheld\nreadyz check failed\n".to_owned(),
+        ),
+    };
+    (code, body).into_response()
+}
+
+async fn not_served(request: Request) -> ApiError {
+    ApiError::not_served(request.uri().path())
+}

@@ -1,0 +1,110 @@
+//! `rkube apiserver`: the API server alone, on the embedded store (default) or etcd.
+//!
+//! At first start it mints the cluster CA and certificates under `<data-dir>/server/tls/` and
+//! writes the admin kubeconfig; later starts reuse them. What the server answers today is in
+//! `crates/apiserver/src/lib.rs`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use rkube_apiserver::{kubeconfig, pki::Pki, server::Apiserver};
+use rkube_store::{Store, compactor, embedded, etcd::EtcdStore};
+
+/// `rkube apiserver` flags (DESIGN.md §4).
+#[derive(Args)]
+pub struct ApiserverArgs {
+    /// The data directory (store, certificates, token).
+    #[arg(long, default_value = "/var/lib/rkube", env = "RKUBE_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind_address: IpAddr,
+    /// HTTPS port.
+    #[arg(long, default_value_t = 6443)]
+    https_port: u16,
+    /// Where to write the admin kubeconfig.
+    #[arg(long, default_value = "/etc/rkube/rkube.yaml")]
+    write_kubeconfig: PathBuf,
+    /// etcd endpoints (`http://host:2379,...`); empty means the embedded store.
+    #[arg(long, default_value = "", env = "RKUBE_DATASTORE_ENDPOINT")]
+    datastore_endpoint: String,
+    /// Extra names or addresses for the serving certificate.
+    #[arg(long = "tls-san")]
+    tls_san: Vec<String>,
+}
+
+/// Runs the apiserver until SIGINT or SIGTERM.
+pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = if args.datastore_endpoint.is_empty() {
+        let path = embedded::db_path(&args.data_dir);
+        Arc::new(embedded::EmbeddedStore::open(&path)?)
+    } else {
+        let endpoints = super::datastore::parse_endpoints(&args.datastore_endpoint)?;
+        Arc::new(EtcdStore::connect(&endpoints).await?)
+    };
+    let compactor = compactor::spawn(store.clone(), compactor::DEFAULT_INTERVAL);
+
+    let mut sans = vec![
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+        "localhost".to_owned(),
+        "kubernetes".to_owned(),
+        "kubernetes.default".to_owned(),
+        "kubernetes.default.svc".to_owned(),
+        "kubernetes.default.svc.cluster.local".to_owned(),
+    ];
+    if !args.bind_address.is_unspecified() {
+        sans.push(args.bind_address.to_string());
+    }
+    sans.extend(args.tls_san.iter().cloned());
+    let data_dir = args.data_dir.clone();
+    let pki = tokio::task::spawn_blocking(move || Pki::load_or_create(&data_dir, &sans))
+        .await?
+        .context("preparing the cluster certificates")?;
+
+    let addr = SocketAddr::new(args.bind_address, args.https_port);
+    let server = Apiserver::bind(addr, &pki, store).await?;
+    let bound = server.local_addr()?;
+    let host = if args.bind_address.is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else if bound.ip().is_ipv6() {
+        format!("[{}]", bound.ip())
+    } else {
+        bound.ip().to_string()
+    };
+    let url = format!("https://{host}:{}", bound.port());
+    kubeconfig::write(
+        &args.write_kubeconfig,
+        &kubeconfig::admin_kubeconfig(&pki, &url),
+    )
+    .with_context(|| format!("writing the kubeconfig {}", args.write_kubeconfig.display()))?;
+    tracing::info!(%url, kubeconfig = %args.write_kubeconfig.display(), "apiserver ready");
+    eprintln!(
+        "rkube apiserver listening on {url}; admin kubeconfig written to {}",
+        args.write_kubeconfig.display()
+    );
+
+    let serving = tokio::spawn(server.run());
+    shutdown_signal().await;
+    serving.abort();
+    compactor.abort();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
