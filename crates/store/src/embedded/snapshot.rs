@@ -107,35 +107,23 @@ pub fn stats(db_path: &Path) -> Result<Stats> {
     with_database(db_path, |db| stats_of(db, db_path))
 }
 
-/// Runs `f` on the store at `db_path`: as a read-only follower when a server has it open, as the
-/// writer otherwise (which also repairs a file left by a crash and creates a missing one).
+/// Runs `f` on the store at `db_path`: as its writer when nobody has it open (which also repairs
+/// a file left by a crash and creates a missing one), as a read-only follower when a server does.
 fn with_database<T>(
     db_path: &Path,
     f: impl FnOnce(&dyn ReadableDatabase) -> Result<T>,
 ) -> Result<T> {
-    match open_follower(db_path) {
-        Ok(Some(db)) => f(&db),
-        Ok(None) | Err(_) => {
-            let store = super::EmbeddedStore::open(db_path)?;
-            f(&store.core.db)
+    match super::EmbeddedStore::open(db_path) {
+        Ok(store) => f(&store.core.db),
+        Err(Error::Locked { .. }) => {
+            let follower = Builder::new()
+                .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+                .open_read_only(db_path)
+                .map_err(|e| map_open_error(db_path, e))?;
+            f(&follower)
         }
+        Err(err) => Err(err),
     }
-}
-
-/// Opens the file read-only next to a live writer. `Ok(None)` when there is no file or nobody
-/// has it open (then the caller opens it as the writer).
-fn open_follower(db_path: &Path) -> Result<Option<redb::ReadOnlyDatabase>> {
-    if !db_path.exists() {
-        return Ok(None);
-    }
-    if !is_locked_by_writer(db_path)? {
-        return Ok(None);
-    }
-    Builder::new()
-        .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-        .open_read_only(db_path)
-        .map(Some)
-        .map_err(|e| map_open_error(db_path, e))
 }
 
 /// Whether a live process holds the store open for writing.
