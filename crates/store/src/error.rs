@@ -98,9 +98,29 @@ pub enum Error {
     /// Committing a write to the embedded database failed; the write did not happen.
     #[error("committing to the store failed")]
     CommitFailed(#[source] std::sync::Arc<redb::Error>),
+    /// Reading or writing the embedded store's write-ahead log failed. After a failed append the
+    /// store refuses writes until it is reopened (what reached the disk is then unknown).
+    #[error("write-ahead log {}", .path.display())]
+    Log {
+        /// The log segment or directory.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
     /// The embedded store's writer has stopped (the store is closing or its thread died).
     #[error("the store is closed")]
     Closed,
+    /// Another process holds the embedded store, and asking it over its admin socket failed.
+    #[error("data file {} is locked by another process, and asking it over {} failed: {detail}", .path.display(), .socket.display())]
+    InUse {
+        /// The data file.
+        path: PathBuf,
+        /// The admin socket.
+        socket: PathBuf,
+        /// What failed.
+        detail: String,
+    },
     /// Writing or reading a snapshot file failed.
     #[error("snapshot {}: {detail}", .path.display())]
     Snapshot {

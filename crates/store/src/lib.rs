@@ -117,7 +117,7 @@ pub struct ListResult {
 }
 
 /// Counters for `rkube datastore stats`.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     /// Live keys.
     pub keys: u64,
@@ -125,7 +125,8 @@ pub struct Stats {
     pub revision: Revision,
     /// Revisions at or below this one are compacted away.
     pub compacted_revision: Revision,
-    /// Bytes the backend takes on disk (the data file for the embedded store).
+    /// Bytes the backend takes on disk (the data file and its write-ahead log for the embedded
+    /// store).
     pub size_bytes: u64,
 }
 

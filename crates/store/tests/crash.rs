@@ -88,7 +88,14 @@ fn crash_writer_child_process() {
         .build()
         .expect("runtime");
     runtime.block_on(async move {
-        let store = Arc::new(EmbeddedStore::open(dir.join("state.redb")).expect("open store"));
+        // Small log segments, so kills also land in checkpoints and segment rolls.
+        let options = embedded::Options {
+            wal_segment_bytes: 96 << 10,
+            ..Default::default()
+        };
+        let store = Arc::new(
+            EmbeddedStore::open_with(dir.join("state.redb"), options).expect("open store"),
+        );
         let acks = Arc::new(
             std::fs::OpenOptions::new()
                 .create(true)

@@ -2,8 +2,8 @@
 //!
 //! Each command takes `--data-dir` and works on `<data-dir>/server/db/state.redb`, creating an
 //! empty store where there is none. `stats` and `snapshot save` also work while a server has the
-//! store open (they read a consistent snapshot next to it); `compact` and `snapshot restore` need
-//! the store to themselves. With `--datastore-endpoint`, `stats` and `compact` work on an etcd
+//! store open (the server answers them over the store's admin socket); `compact` and
+//! `snapshot restore` need the store to themselves. With `--datastore-endpoint`, `stats` and `compact` work on an etcd
 //! datastore instead; etcd's own snapshots are taken with `etcdctl snapshot save`.
 
 use std::path::PathBuf;

@@ -44,17 +44,29 @@ const DELETE: u8 = 2;
 /// `kind u8 | key_len u32 | key | create_rev i64 | value_len u32 | value | has_prev u8 |
 /// [prev_create i64 | prev_mod i64 | prev_value...]`.
 pub(crate) fn encode_event(event: &Event) -> Vec<u8> {
-    let kv = &event.kv;
     let prev_len = event.prev.as_ref().map_or(0, |p| 16 + p.value.len());
-    let mut out = Vec::with_capacity(1 + 4 + kv.key.len() + 8 + 4 + kv.value.len() + 1 + prev_len);
+    let mut out = Vec::with_capacity(encoded_len(event) + prev_len);
+    encode_event_to(&mut out, event, true);
+    out
+}
+
+/// Bytes [`encode_event_to`] appends for `event` without its previous value.
+pub(crate) fn encoded_len(event: &Event) -> usize {
+    1 + 4 + event.kv.key.len() + 8 + 4 + event.kv.value.len() + 1
+}
+
+/// Appends the `log` layout of `event` to `out`; without `with_prev` it is recorded as having no
+/// previous value (the write-ahead log's form: replay finds the previous value in `kv`).
+pub(crate) fn encode_event_to(out: &mut Vec<u8>, event: &Event, with_prev: bool) {
+    let kv = &event.kv;
     out.push(match event.kind {
         EventType::Put => PUT,
         EventType::Delete => DELETE,
     });
-    push_bytes(&mut out, kv.key.as_bytes());
+    push_bytes(out, kv.key.as_bytes());
     out.extend_from_slice(&kv.create_revision.to_le_bytes());
-    push_bytes(&mut out, &kv.value);
-    match &event.prev {
+    push_bytes(out, &kv.value);
+    match event.prev.as_ref().filter(|_| with_prev) {
         None => out.push(0),
         Some(prev) => {
             out.push(1);
@@ -63,7 +75,6 @@ pub(crate) fn encode_event(event: &Event) -> Vec<u8> {
             out.extend_from_slice(&prev.value);
         }
     }
-    out
 }
 
 /// Only the key of a `log` value: lets a watch or a past-revision list skip other prefixes cheaply.
@@ -122,11 +133,11 @@ fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-fn read_i64(raw: &[u8], at: usize) -> Option<i64> {
+pub(crate) fn read_i64(raw: &[u8], at: usize) -> Option<i64> {
     Some(i64::from_le_bytes(raw.get(at..at + 8)?.try_into().ok()?))
 }
 
-fn read_u32(raw: &[u8], at: usize) -> Option<u32> {
+pub(crate) fn read_u32(raw: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(raw.get(at..at + 4)?.try_into().ok()?))
 }
 

@@ -6,16 +6,20 @@
 //! trims it; `meta` holds the current and compacted revisions.
 //!
 //! Writes go through one writer thread (`writer.rs`) that takes every request queued while the
-//! previous commit was syncing and commits them together (group commit): each write still gets
-//! its own revision, and each caller is answered only after the fsync. Committed events are
-//! handed to watchers from memory (`watch.rs`); a watcher that falls behind catches up from `log`.
+//! previous batch was syncing and handles them together (group commit): each write still gets its
+//! own revision, and each caller is answered only after the batch is durable in the write-ahead
+//! log (`wal.rs`), which redb catches up with at checkpoints and, after a crash, at open. Committed
+//! events are handed to watchers from memory (`watch.rs`); a watcher that falls behind catches up
+//! from `log`.
 //!
-//! The file is opened in redb's single-writer mode: a second writer (another `rkube server` on the
-//! same data dir) is refused with [`Error::Locked`], while read-only followers such as
-//! `rkube datastore snapshot save` may read consistent snapshots of a live store ([`snapshot`]).
+//! The file is locked by the process that opens it: a second one (another `rkube server` on the
+//! same data dir) is refused with [`Error::Locked`]. The store answers `rkube datastore stats` and
+//! `snapshot save` from other processes over a unix socket beside its file ([`admin`]).
 
+pub mod admin;
 mod codec;
 pub mod snapshot;
+mod wal;
 mod watch;
 mod writer;
 
@@ -28,8 +32,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redb::{
-    Builder, ConcurrencyMode, Database, DatabaseError, ReadTransaction, ReadableDatabase,
-    ReadableTable, ReadableTableMetadata, StorageError, TableDefinition,
+    Builder, Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, StorageError, TableDefinition,
 };
 use tokio::sync::oneshot;
 
@@ -46,8 +50,16 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 pub(crate) const META_FORMAT: &str = "format";
 pub(crate) const META_REVISION: &str = "revision";
 pub(crate) const META_COMPACTED: &str = "compacted";
-/// Version of the table layout; a file with another one is refused rather than misread.
-pub(crate) const FORMAT_VERSION: u64 = 1;
+/// The revision the last checkpoint made durable (informational; the log is what replay trusts).
+pub(crate) const META_CHECKPOINT: &str = "checkpoint";
+/// A random id of this store file: its write-ahead log carries it, so a log left beside a file
+/// that a snapshot restore replaced is never replayed onto it.
+pub(crate) const META_STORE_ID: &str = "store_id";
+/// Version of the layout; a file with another one is refused rather than misread. Version 2 added
+/// the write-ahead log (a version-1 file, which has none, is upgraded when opened).
+pub(crate) const FORMAT_VERSION: u64 = 2;
+/// The layout before the write-ahead log, still read.
+pub(crate) const FORMAT_VERSION_1: u64 = 1;
 
 /// The data file's name inside `<data-dir>/server/db/`.
 pub const DB_FILE_NAME: &str = "state.redb";
@@ -64,6 +76,9 @@ pub struct Options {
     pub cache_bytes: usize,
     /// How often idle watchers get a [`crate::WatchItem::Progress`].
     pub progress_interval: Duration,
+    /// Size of a write-ahead log segment: redb is checkpointed each time one fills, and at most
+    /// about one segment is replayed at open.
+    pub wal_segment_bytes: u64,
 }
 
 impl Default for Options {
@@ -71,6 +86,7 @@ impl Default for Options {
         Self {
             cache_bytes: 64 << 20,
             progress_interval: Duration::from_secs(5),
+            wal_segment_bytes: wal::SEGMENT_BYTES,
         }
     }
 }
@@ -86,6 +102,19 @@ pub(crate) struct Core {
     pub(crate) hub: watch::Hub,
 }
 
+/// A fresh random store id (see [`META_STORE_ID`]).
+pub(crate) fn new_store_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS's randomness; mixing in the time and pid only adds.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
 /// The embedded store. Dropping it finishes queued writes and releases the file.
 pub struct EmbeddedStore {
     core: Arc<Core>,
@@ -93,6 +122,7 @@ pub struct EmbeddedStore {
     requests: Option<std::sync::mpsc::Sender<writer::Request>>,
     writer: Option<std::thread::JoinHandle<()>>,
     ticker: Option<tokio::task::JoinHandle<()>>,
+    admin: Option<admin::Server>,
 }
 
 impl EmbeddedStore {
@@ -105,7 +135,12 @@ impl EmbeddedStore {
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<EmbeddedStore> {
         let path = path.as_ref().to_path_buf();
         let db = open_database(&path, options.cache_bytes)?;
-        let (revision, compacted) = initialize(&db, &path)?;
+        let (revision, compacted, store_id) = initialize(&db, &path)?;
+        // Redo what the log holds past redb's last checkpoint, make it durable, start a new log.
+        let wal_dir = wal::dir_of(&path);
+        let replay = wal::recover(&wal_dir, store_id, revision)?;
+        let revision = replay_into(&db, &path, revision, replay)?;
+        let wal = wal::Wal::start(&wal_dir, store_id, revision + 1, options.wal_segment_bytes)?;
         let core = Arc::new(Core {
             db,
             path,
@@ -119,7 +154,7 @@ impl EmbeddedStore {
             let path = core.path.clone();
             std::thread::Builder::new()
                 .name("rkube-store-writer".into())
-                .spawn(move || writer::run(core, rx, revision))
+                .spawn(move || writer::run(core, wal, rx, revision))
                 .map_err(|source| Error::DataPath { path, source })?
         };
         let ticker = tokio::runtime::Handle::try_current().ok().map(|handle| {
@@ -128,11 +163,13 @@ impl EmbeddedStore {
                 options.progress_interval,
             ))
         });
+        let admin = admin::Server::start(Arc::downgrade(&core));
         Ok(EmbeddedStore {
             core,
             requests: Some(tx),
             writer: Some(writer),
             ticker,
+            admin,
         })
     }
 
@@ -168,6 +205,8 @@ impl EmbeddedStore {
 
 impl Drop for EmbeddedStore {
     fn drop(&mut self) {
+        // Other processes stop finding the store before it closes.
+        self.admin.take();
         self.requests.take();
         if let Some(writer) = self.writer.take() {
             // The writer finishes the batch it holds, then sees the channel closed.
@@ -184,7 +223,6 @@ impl Drop for EmbeddedStore {
 /// repair. The file must not be open elsewhere.
 pub fn check_integrity(path: &Path) -> Result<bool> {
     let mut db = Builder::new()
-        .set_concurrency_mode(ConcurrencyMode::SingleWriter)
         .open(path)
         .map_err(|err| map_open_error(path, err))?;
     db.check_integrity()
@@ -199,10 +237,10 @@ fn open_database(path: &Path, cache_bytes: usize) -> Result<Database> {
             source,
         })?;
     }
+    // redb's default exclusive-writer mode: the whole file is locked by this process, and only
+    // this mode allows the unsynced commits the write-ahead log relies on.
     let mut builder = Builder::new();
-    builder
-        .set_cache_size(cache_bytes)
-        .set_concurrency_mode(ConcurrencyMode::SingleWriter);
+    builder.set_cache_size(cache_bytes);
     builder
         .create(path)
         .map_err(|err| map_open_error(path, err))
@@ -237,9 +275,9 @@ pub(crate) fn map_open_error(path: &Path, err: DatabaseError) -> Error {
     }
 }
 
-/// Creates the tables of a new file, or checks those of an existing one; returns the current and
-/// compacted revisions.
-fn initialize(db: &Database, path: &Path) -> Result<(Revision, Revision)> {
+/// Creates the tables of a new file, or checks those of an existing one (upgrading a version-1
+/// file); returns the current and compacted revisions and the store id.
+fn initialize(db: &Database, path: &Path) -> Result<(Revision, Revision, u64)> {
     let corrupt = |detail: String| Error::Corrupt {
         path: path.to_path_buf(),
         detail,
@@ -247,7 +285,7 @@ fn initialize(db: &Database, path: &Path) -> Result<(Revision, Revision)> {
     let txn = db
         .begin_write()
         .map_err(|e| map_init_error(path, e.into()))?;
-    let (revision, compacted) = {
+    let (revision, compacted, store_id) = {
         let mut meta = txn
             .open_table(META)
             .map_err(|e| map_init_error(path, e.into()))?;
@@ -261,12 +299,23 @@ fn initialize(db: &Database, path: &Path) -> Result<(Revision, Revision)> {
                     (META_FORMAT, FORMAT_VERSION),
                     (META_REVISION, 1),
                     (META_COMPACTED, 0),
+                    (META_STORE_ID, new_store_id()),
                 ] {
                     meta.insert(key, value)
                         .map_err(|e| map_init_error(path, e.into()))?;
                 }
             }
             Some(FORMAT_VERSION) => {}
+            Some(FORMAT_VERSION_1) => {
+                // No log exists for a version-1 file: give it an id and the current version.
+                for (key, value) in [
+                    (META_FORMAT, FORMAT_VERSION),
+                    (META_STORE_ID, new_store_id()),
+                ] {
+                    meta.insert(key, value)
+                        .map_err(|e| map_init_error(path, e.into()))?;
+                }
+            }
             Some(other) => {
                 return Err(corrupt(format!(
                     "table layout version {other}, this rkube reads version {FORMAT_VERSION}"
@@ -281,7 +330,12 @@ fn initialize(db: &Database, path: &Path) -> Result<(Revision, Revision)> {
                 .ok_or_else(|| corrupt(format!("meta record {key} is missing")))?;
             i64::try_from(value).map_err(|_| corrupt(format!("meta record {key} is {value}")))
         };
-        (get(META_REVISION)?, get(META_COMPACTED)?)
+        let store_id = meta
+            .get(META_STORE_ID)
+            .map_err(|e| map_init_error(path, e.into()))?
+            .map(|v| v.value())
+            .ok_or_else(|| corrupt(format!("meta record {META_STORE_ID} is missing")))?;
+        (get(META_REVISION)?, get(META_COMPACTED)?, store_id)
     };
     // As in `read_revisions`: the newest history record holds the current revision.
     let newest = txn
@@ -296,7 +350,60 @@ fn initialize(db: &Database, path: &Path) -> Result<(Revision, Revision)> {
     txn.open_table(LOG)
         .map_err(|e| map_init_error(path, e.into()))?;
     txn.commit().map_err(|e| map_init_error(path, e.into()))?;
-    Ok((revision, compacted))
+    Ok((revision, compacted, store_id))
+}
+
+/// Applies the events the log holds past `revision` (what redb holds) in one durable commit;
+/// returns the revision the store is at afterwards. The commit happens even with nothing to
+/// replay: the state redb shows after a crash need not have been synced, and the old log is
+/// deleted next.
+fn replay_into(
+    db: &Database,
+    path: &Path,
+    revision: Revision,
+    events: Vec<crate::Event>,
+) -> Result<Revision> {
+    let last = events.last().map_or(revision, |e| e.revision());
+    if !events.is_empty() {
+        tracing::info!(
+            from = revision + 1,
+            to = last,
+            "replaying the write-ahead log"
+        );
+    }
+    let txn = db
+        .begin_write()
+        .map_err(|e| map_init_error(path, e.into()))?;
+    {
+        let mut kv = txn
+            .open_table(KV)
+            .map_err(|e| map_init_error(path, e.into()))?;
+        let mut log = txn
+            .open_table(LOG)
+            .map_err(|e| map_init_error(path, e.into()))?;
+        for mut event in events {
+            // The log records the write, not what it replaced: that is the key's state now.
+            let prev = writer::current_in(path, &mut kv, &event.kv.key)?;
+            if event.kind == crate::EventType::Delete && prev.is_none() {
+                return Err(Error::Corrupt {
+                    path: wal::dir_of(path),
+                    detail: format!(
+                        "write-ahead log deletes {} at revision {}, which the store does not hold",
+                        event.kv.key,
+                        event.revision()
+                    ),
+                });
+            }
+            event.prev = prev;
+            writer::write_event(&mut kv, &mut log, &event)?;
+        }
+        txn.open_table(META)
+            .map_err(|e| map_init_error(path, e.into()))?
+            .insert(META_CHECKPOINT, last as u64)
+            .map_err(|e| map_init_error(path, e.into()))?;
+    }
+    txn.commit().map_err(|e| map_init_error(path, e.into()))?;
+    Ok(last)
 }
 
 fn map_init_error(path: &Path, err: redb::Error) -> Error {
@@ -570,7 +677,7 @@ impl Store for EmbeddedStore {
     }
 }
 
-/// Counters of an open database (a live store or a read-only follower).
+/// Counters of the open store database.
 pub(crate) fn stats_of(db: &dyn ReadableDatabase, path: &Path) -> Result<Stats> {
     let txn = db.begin_read().map_err(read_failed)?;
     let (revision, compacted_revision) = read_revisions(&txn)?;
@@ -584,7 +691,8 @@ pub(crate) fn stats_of(db: &dyn ReadableDatabase, path: &Path) -> Result<Stats> 
             path: path.to_path_buf(),
             source,
         })?
-        .len();
+        .len()
+        + wal::Wal::disk_bytes(&wal::dir_of(path));
     Ok(Stats {
         keys,
         revision,
@@ -620,6 +728,91 @@ mod tests {
         drop(store);
         let store = EmbeddedStore::open(&path).unwrap();
         assert_eq!(store.current_revision().await.unwrap(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_restored_snapshot_never_gets_the_old_log_replayed_onto_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let snap = dir.path().join("snap");
+        {
+            let store = EmbeddedStore::open(&path).unwrap();
+            for i in 0..5 {
+                store
+                    .create(&format!("/a/{i}"), Bytes::new())
+                    .await
+                    .unwrap();
+            }
+            store.snapshot(&snap).await.unwrap();
+            // These live only in the log until a checkpoint.
+            for i in 0..5 {
+                store
+                    .create(&format!("/b/{i}"), Bytes::new())
+                    .await
+                    .unwrap();
+            }
+        }
+        for _ in 0..2 {
+            snapshot::restore(&snap, &path).unwrap();
+            let store = EmbeddedStore::open(&path).unwrap();
+            let stats = store.stats().await.unwrap();
+            assert_eq!((stats.keys, stats.revision), (5, 6));
+            // Writes after the restore land in a log of the restored store's own.
+            store.create("/c", Bytes::new()).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_survive_reopens_across_many_log_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let options = Options {
+            wal_segment_bytes: 8 << 10,
+            ..Default::default()
+        };
+        for round in 0..3 {
+            let store = EmbeddedStore::open_with(&path, options.clone()).unwrap();
+            for i in 0..300 {
+                let key = format!("/k/{round}/{i:04}");
+                store
+                    .create(&key, Bytes::from(vec![1u8; 100]))
+                    .await
+                    .unwrap();
+            }
+            let segments = std::fs::read_dir(wal::dir_of(&path)).unwrap().count();
+            assert_eq!(segments, 1, "old segments are deleted at each roll");
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(store.stats().await.unwrap().keys, 900);
+        assert_eq!(store.current_revision().await.unwrap(), 901);
+    }
+
+    #[tokio::test]
+    async fn another_process_can_ask_a_running_store_for_stats_and_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = EmbeddedStore::open(&path).unwrap();
+        store.create("/x", Bytes::from_static(b"1")).await.unwrap();
+        assert!(matches!(
+            EmbeddedStore::open(&path).err(),
+            Some(Error::Locked { .. })
+        ));
+        let (p, snap) = (path.clone(), dir.path().join("snap"));
+        let (stats, info) = tokio::task::spawn_blocking(move || {
+            (
+                snapshot::stats(&p).unwrap(),
+                snapshot::save(&p, &snap).unwrap(),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!((stats.keys, stats.revision), (1, 2));
+        assert_eq!((info.keys, info.revision), (1, 2));
+        drop(store);
+        assert!(
+            !admin::socket_path(&path).exists(),
+            "the socket goes with the store"
+        );
     }
 
     #[test]

@@ -6,25 +6,22 @@
 //! a temporary file, fsync it and rename it into place, so a crash leaves the old file or the
 //! complete new one, never half of one.
 //!
-//! A snapshot can be taken of a store another process is using: the store is opened in redb's
-//! single-writer mode, and a read-only follower sees its committed state.
+//! A snapshot can be taken of a store another process is using: that process writes it, asked over
+//! the store's admin socket ([`super::admin`]).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use redb::{
-    Builder, ConcurrencyMode, Database, DatabaseError, ReadableDatabase, ReadableTableMetadata,
-    TableError,
-};
+use redb::{Builder, Database, DatabaseError, ReadableDatabase, ReadableTableMetadata, TableError};
 
 use super::{
-    FORMAT_VERSION, KV, LOG, META, META_COMPACTED, META_FORMAT, META_REVISION, map_open_error,
-    read_revisions, stats_of,
+    FORMAT_VERSION, FORMAT_VERSION_1, KV, LOG, META, META_COMPACTED, META_FORMAT, META_REVISION,
+    META_STORE_ID, admin, map_open_error, new_store_id, read_revisions, stats_of,
 };
 use crate::{Error, Result, Revision, Stats};
 
 /// What a snapshot holds.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotInfo {
     /// The snapshot file.
     pub path: PathBuf,
@@ -71,6 +68,7 @@ pub(crate) fn save_from(
             meta.insert(META_REVISION, revision as u64)?;
             // History is not copied: the snapshot starts compacted at its own revision.
             meta.insert(META_COMPACTED, revision as u64)?;
+            meta.insert(META_STORE_ID, new_store_id())?;
         }
         wtxn.commit()?;
         Ok(())
@@ -99,39 +97,25 @@ pub(crate) fn save_from(
 
 /// Saves a snapshot of the store file at `db_path`, whether or not another process is using it.
 pub fn save(db_path: &Path, dest: &Path) -> Result<SnapshotInfo> {
-    with_database(db_path, |db| save_from(db, db_path, dest))
-}
-
-/// Stats of the store file at `db_path`, whether or not another process is using it.
-pub fn stats(db_path: &Path) -> Result<Stats> {
-    with_database(db_path, |db| stats_of(db, db_path))
-}
-
-/// Runs `f` on the store at `db_path`: as its writer when nobody has it open (which also repairs
-/// a file left by a crash and creates a missing one), as a read-only follower when a server does.
-fn with_database<T>(
-    db_path: &Path,
-    f: impl FnOnce(&dyn ReadableDatabase) -> Result<T>,
-) -> Result<T> {
     match super::EmbeddedStore::open(db_path) {
-        Ok(store) => f(&store.core.db),
-        Err(Error::Locked { .. }) => {
-            let follower = Builder::new()
-                .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-                .open_read_only(db_path)
-                .map_err(|e| map_open_error(db_path, e))?;
-            f(&follower)
-        }
+        Ok(store) => save_from(&store.core.db, db_path, dest),
+        Err(Error::Locked { .. }) => admin::remote_snapshot(db_path, dest),
         Err(err) => Err(err),
     }
 }
 
-/// Whether a live process holds the store open for writing.
+/// Stats of the store file at `db_path`, whether or not another process is using it.
+pub fn stats(db_path: &Path) -> Result<Stats> {
+    match super::EmbeddedStore::open(db_path) {
+        Ok(store) => stats_of(&store.core.db, db_path),
+        Err(Error::Locked { .. }) => admin::remote_stats(db_path),
+        Err(err) => Err(err),
+    }
+}
+
+/// Whether a live process holds the store open.
 fn is_locked_by_writer(db_path: &Path) -> Result<bool> {
-    let probe = Builder::new()
-        .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-        .open(db_path);
-    match probe {
+    match Builder::new().open(db_path) {
         Ok(db) => {
             drop(db);
             Ok(false)
@@ -166,7 +150,7 @@ pub fn restore(snapshot: &Path, db_path: &Path) -> Result<SnapshotInfo> {
             .get(META_FORMAT)
             .map_err(crate::error::read_failed)?
             .map(|v| v.value());
-        if format != Some(FORMAT_VERSION) {
+        if format != Some(FORMAT_VERSION) && format != Some(FORMAT_VERSION_1) {
             return Err(err(format!(
                 "not an rkube snapshot of format {FORMAT_VERSION} (found {format:?})"
             )));
@@ -202,6 +186,23 @@ pub fn restore(snapshot: &Path, db_path: &Path) -> Result<SnapshotInfo> {
         path: tmp.clone(),
         source,
     })?;
+    // A new identity: the log beside the file it replaces (or beside an earlier restore of the
+    // same snapshot) must never be replayed onto it.
+    let renamed = (|| -> std::result::Result<(), redb::Error> {
+        let db = Builder::new().open(&tmp)?;
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_FORMAT, FORMAT_VERSION)?;
+            meta.insert(META_STORE_ID, new_store_id())?;
+        }
+        txn.commit()?;
+        Ok(())
+    })();
+    if let Err(e) = renamed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(format!("cannot prepare the restored copy: {e}")));
+    }
     persist(&tmp, db_path).map_err(|source| {
         let _ = std::fs::remove_file(&tmp);
         Error::DataPath {

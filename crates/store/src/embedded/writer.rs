@@ -1,10 +1,12 @@
 //! The embedded store's single writer thread, doing group commit.
 //!
-//! redb allows one write transaction at a time and each durable commit costs an fsync, so the
-//! writer takes everything queued while the previous commit synced and commits it in one
-//! transaction. Each write inside still gets its own revision and its own precondition check (as if
-//! the writes had run one after another), and every caller is answered only after the fsync, so
-//! throughput grows with the number of concurrent writers while each write stays durable.
+//! The writer takes everything queued while the previous batch was syncing and handles it as one
+//! batch: each write inside still gets its own revision and its own precondition check (as if the
+//! writes had run one after another), the batch's effects are appended to the write-ahead log as
+//! one record and synced once (`wal.rs`), and only then applied to redb, without a sync of its
+//! own. Every caller is answered after the log sync, so throughput grows with the number of
+//! concurrent writers while each write stays durable. When a log segment is full the writer makes
+//! redb durable (a checkpoint) and starts the next segment.
 //!
 //! Compaction first records the new compacted revision (so readers stop asking for what is about to
 //! go), then trims the history in small transactions between write batches, so a large trim never
@@ -14,10 +16,13 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
 
 use bytes::Bytes;
-use redb::{ReadableTable, Table};
+use redb::{Durability, ReadableTable, Table};
 use tokio::sync::oneshot;
 
-use super::{Core, KV, LOG, META, META_COMPACTED, META_REVISION, codec, corrupt_record};
+use super::wal::{self, Wal};
+use super::{
+    Core, KV, LOG, META, META_CHECKPOINT, META_COMPACTED, META_REVISION, codec, corrupt_record,
+};
 use crate::error::commit_failed;
 use crate::{Error, Event, EventType, KeyValue, Result, Revision};
 
@@ -64,8 +69,25 @@ pub(crate) enum Request {
 
 type Pending = (WriteOp, oneshot::Sender<Result<Outcome>>);
 
+/// The writer thread's state besides its queue.
+struct Writer {
+    core: Arc<Core>,
+    wal: Wal,
+    /// The last revision written.
+    revision: Revision,
+    /// Set when the log failed part way: what is on disk is unknown, so no write is accepted
+    /// until the store is reopened (which replays what the log really holds).
+    failed: Option<Error>,
+}
+
 /// Runs until every sender of `requests` is gone.
-pub(crate) fn run(core: Arc<Core>, requests: Receiver<Request>, mut revision: Revision) {
+pub(crate) fn run(core: Arc<Core>, wal: Wal, requests: Receiver<Request>, revision: Revision) {
+    let mut writer = Writer {
+        core,
+        wal,
+        revision,
+        failed: None,
+    };
     // History still to trim after a compaction, up to this revision.
     let mut trim_to: Option<u64> = None;
     loop {
@@ -74,7 +96,7 @@ pub(crate) fn run(core: Arc<Core>, requests: Receiver<Request>, mut revision: Re
             Some(to) => match requests.try_recv() {
                 Ok(request) => request,
                 Err(TryRecvError::Empty) => {
-                    trim_to = trim_chunk(&core, to);
+                    trim_to = trim_chunk(&writer.core, to);
                     continue;
                 }
                 Err(TryRecvError::Disconnected) => return,
@@ -94,8 +116,8 @@ pub(crate) fn run(core: Arc<Core>, requests: Receiver<Request>, mut revision: Re
                     reply,
                 } => {
                     // Writes queued before the compaction commit first, in order.
-                    commit_batch(&core, &mut revision, std::mem::take(&mut batch));
-                    let result = mark_compacted(&core, revision, target);
+                    writer.commit_batch(std::mem::take(&mut batch));
+                    let result = mark_compacted(&writer.core, writer.revision, target);
                     if let Ok(Some(to)) = &result {
                         trim_to = Some(trim_to.map_or(*to, |t| t.max(*to)));
                     }
@@ -106,38 +128,130 @@ pub(crate) fn run(core: Arc<Core>, requests: Receiver<Request>, mut revision: Re
                 next = requests.try_recv().ok();
             }
         }
-        commit_batch(&core, &mut revision, batch);
+        writer.commit_batch(batch);
     }
 }
 
-/// Applies a batch in one transaction and answers its callers after the commit.
-fn commit_batch(core: &Core, revision: &mut Revision, batch: Vec<Pending>) {
-    if batch.is_empty() {
-        return;
-    }
-    match apply_batch(core, *revision, &batch) {
-        Ok((results, events, new_revision)) => {
-            *revision = new_revision;
-            if !events.is_empty() {
-                core.hub.publish(&core.revision, new_revision, events);
+impl Writer {
+    /// Applies a batch and answers its callers once it is durable.
+    fn commit_batch(&mut self, batch: Vec<Pending>) {
+        if batch.is_empty() {
+            return;
+        }
+        let result = match &self.failed {
+            Some(err) => Err(share(err)),
+            None => self
+                .make_room(&batch)
+                .and_then(|()| self.apply_batch(&batch)),
+        };
+        match result {
+            Ok((results, events, new_revision)) => {
+                self.revision = new_revision;
+                if !events.is_empty() {
+                    self.core
+                        .hub
+                        .publish(&self.core.revision, new_revision, events);
+                }
+                for ((_, reply), result) in batch.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
             }
-            for ((_, reply), result) in batch.into_iter().zip(results) {
-                let _ = reply.send(result);
+            Err(err) => {
+                tracing::error!(error = %err, writes = batch.len(), "store commit failed");
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(share(&err)));
+                }
             }
         }
-        Err(err) => {
-            tracing::error!(error = %err, writes = batch.len(), "store commit failed");
-            for (_, reply) in batch {
-                let _ = reply.send(Err(share(&err)));
+    }
+
+    /// Rolls to a new log segment when the batch might not fit in the current one, after a
+    /// checkpoint that makes everything the current one holds durable in redb.
+    fn make_room(&mut self, batch: &[Pending]) -> Result<()> {
+        let needed = wal::record_len(batch.iter().map(|(op, _)| match op {
+            WriteOp::Create { key, value } | WriteOp::Update { key, value, .. } => {
+                (key.len(), value.len())
+            }
+            WriteOp::Delete { key, .. } => (key.len(), 0),
+        }));
+        if self.wal.fits(needed) {
+            return Ok(());
+        }
+        checkpoint(&self.core, self.revision)?;
+        self.wal.roll(self.revision + 1, needed)
+    }
+
+    /// Applies a batch in one redb transaction: decides each write, appends the effects to the
+    /// log and syncs it, then commits to redb without a sync.
+    fn apply_batch(&mut self, batch: &[Pending]) -> Result<BatchResult> {
+        let core = &*self.core;
+        let base = self.revision;
+        let mut txn = core.db.begin_write().map_err(commit_failed)?;
+        txn.set_durability(Durability::None)
+            .map_err(|e| commit_failed(redb::Error::from(e)))?;
+        let mut revision = base;
+        let mut results = Vec::with_capacity(batch.len());
+        let mut events = Vec::with_capacity(batch.len());
+        {
+            let mut kv = txn.open_table(KV).map_err(commit_failed)?;
+            let mut log = txn.open_table(LOG).map_err(commit_failed)?;
+            for (op, _) in batch {
+                match decide(core, &mut kv, revision + 1, op)? {
+                    Ok(event) => {
+                        write_event(&mut kv, &mut log, &event)?;
+                        revision += 1;
+                        results.push(Ok(Outcome {
+                            revision,
+                            prev: event.prev.clone(),
+                        }));
+                        events.push(event);
+                    }
+                    Err(refused) => results.push(Err(refused)),
+                }
             }
         }
+        if revision == base {
+            // Every write was refused: nothing to make durable.
+            txn.abort().map_err(commit_failed)?;
+            return Ok((results, events, revision));
+        }
+        if let Err(err) = self.wal.append(&events) {
+            let _ = txn.abort();
+            return Err(self.fail(err));
+        }
+        // The batch is durable now; failing to apply it to redb leaves the store behind its log.
+        if let Err(err) = txn.commit() {
+            return Err(self.fail(commit_failed(err)));
+        }
+        Ok((results, events, revision))
     }
+
+    /// Stops accepting writes after `err`; returns it for the current batch.
+    fn fail(&mut self, err: Error) -> Error {
+        tracing::error!(error = %err, "the store refuses writes until it is reopened");
+        self.failed = Some(share(&err));
+        err
+    }
+}
+
+/// Makes everything applied to redb so far durable, recording `revision` as checkpointed.
+pub(crate) fn checkpoint(core: &Core, revision: Revision) -> Result<()> {
+    let txn = core.db.begin_write().map_err(commit_failed)?;
+    txn.open_table(META)
+        .map_err(commit_failed)?
+        .insert(META_CHECKPOINT, revision as u64)
+        .map_err(commit_failed)?;
+    txn.commit().map_err(commit_failed)
 }
 
 /// One copy of a batch-wide failure per caller.
 fn share(err: &Error) -> Error {
     match err {
         Error::CommitFailed(e) => Error::CommitFailed(e.clone()),
+        Error::Log { path, source } => Error::Log {
+            path: path.clone(),
+            source: source.clone(),
+        },
         Error::Corrupt { path, detail } => Error::Corrupt {
             path: path.clone(),
             detail: detail.clone(),
@@ -148,54 +262,20 @@ fn share(err: &Error) -> Error {
 
 type BatchResult = (Vec<Result<Outcome>>, Vec<Event>, Revision);
 
-fn apply_batch(core: &Core, base: Revision, batch: &[Pending]) -> Result<BatchResult> {
-    let txn = core.db.begin_write().map_err(commit_failed)?;
-    let mut revision = base;
-    let mut results = Vec::with_capacity(batch.len());
-    let mut events = Vec::with_capacity(batch.len());
-    {
-        let mut kv = txn.open_table(KV).map_err(commit_failed)?;
-        let mut log = txn.open_table(LOG).map_err(commit_failed)?;
-        for (op, _) in batch {
-            match apply(core, &mut kv, &mut log, revision + 1, op)? {
-                Ok((outcome, event)) => {
-                    revision += 1;
-                    results.push(Ok(outcome));
-                    events.push(event);
-                }
-                Err(refused) => results.push(Err(refused)),
-            }
-        }
-    }
-    if revision == base {
-        // Every write was refused: nothing to make durable.
-        txn.abort().map_err(commit_failed)?;
-    } else {
-        txn.commit().map_err(commit_failed)?;
-    }
-    Ok((results, events, revision))
-}
-
-/// Applies one write at `revision`. The outer error fails the whole batch (storage trouble); the
-/// inner one refuses this write only (a precondition).
-fn apply(
+/// Decides one write at `revision` against the current state. The outer error fails the whole
+/// batch (storage trouble); the inner one refuses this write only (a precondition).
+fn decide(
     core: &Core,
     kv: &mut Table<&[u8], &[u8]>,
-    log: &mut Table<u64, &[u8]>,
     revision: Revision,
     op: &WriteOp,
-) -> Result<Result<(Outcome, Event)>> {
+) -> Result<Result<Event>> {
     let key = match op {
         WriteOp::Create { key, .. } | WriteOp::Update { key, .. } | WriteOp::Delete { key, .. } => {
             key
         }
     };
-    let existing = kv
-        .get(key.as_bytes())
-        .map_err(commit_failed)?
-        .map(|raw| codec::decode_kv(key.as_bytes(), raw.value()))
-        .transpose()
-        .map_err(|e| corrupt_record(&core.path, e))?;
+    let existing = current(core, kv, key)?;
     let event = match (op, existing) {
         (WriteOp::Create { .. }, Some(_)) => {
             return Ok(Err(Error::KeyExists { key: key.clone() }));
@@ -248,23 +328,53 @@ fn apply(
             prev: Some(current),
         },
     };
+    Ok(Ok(event))
+}
+
+/// The current state of `key` in a write transaction.
+fn current(core: &Core, kv: &mut Table<&[u8], &[u8]>, key: &str) -> Result<Option<KeyValue>> {
+    current_in(&core.path, kv, key)
+}
+
+/// [`current`] for the store file at `path` (also used by replay, before the writer exists).
+pub(crate) fn current_in(
+    path: &std::path::Path,
+    kv: &mut Table<&[u8], &[u8]>,
+    key: &str,
+) -> Result<Option<KeyValue>> {
+    kv.get(key.as_bytes())
+        .map_err(commit_failed)?
+        .map(|raw| codec::decode_kv(key.as_bytes(), raw.value()))
+        .transpose()
+        .map_err(|e| corrupt_record(path, e))
+}
+
+/// Writes a decided event: the key's new state and its history record.
+pub(crate) fn write_event(
+    kv: &mut Table<&[u8], &[u8]>,
+    log: &mut Table<u64, &[u8]>,
+    event: &Event,
+) -> Result<()> {
+    let key = event.kv.key.as_bytes();
     match event.kind {
         EventType::Put => {
-            let raw = codec::encode_kv(event.kv.create_revision, revision, &event.kv.value);
-            kv.insert(key.as_bytes(), raw.as_slice())
-                .map_err(commit_failed)?;
+            let raw = codec::encode_kv(
+                event.kv.create_revision,
+                event.kv.mod_revision,
+                &event.kv.value,
+            );
+            kv.insert(key, raw.as_slice()).map_err(commit_failed)?;
         }
         EventType::Delete => {
-            kv.remove(key.as_bytes()).map_err(commit_failed)?;
+            kv.remove(key).map_err(commit_failed)?;
         }
     }
-    log.insert(revision as u64, codec::encode_event(&event).as_slice())
-        .map_err(commit_failed)?;
-    let outcome = Outcome {
-        revision,
-        prev: event.prev.clone(),
-    };
-    Ok(Ok((outcome, event)))
+    log.insert(
+        event.kv.mod_revision as u64,
+        codec::encode_event(event).as_slice(),
+    )
+    .map_err(commit_failed)?;
+    Ok(())
 }
 
 /// Records `target` as the compacted revision. Returns the revision history must be trimmed to,
@@ -300,7 +410,10 @@ fn mark_compacted(core: &Core, current: Revision, target: Revision) -> Result<Op
 /// remain. A failure is logged and retried with the next compaction.
 fn trim_chunk(core: &Core, to: u64) -> Option<u64> {
     let result = (|| -> Result<bool> {
-        let txn = core.db.begin_write().map_err(commit_failed)?;
+        let mut txn = core.db.begin_write().map_err(commit_failed)?;
+        // Durable with the next checkpoint; a trim lost to a crash is redone by the next compaction.
+        txn.set_durability(Durability::None)
+            .map_err(|e| commit_failed(redb::Error::from(e)))?;
         let more = {
             let mut log = txn.open_table(LOG).map_err(commit_failed)?;
             let revisions: Vec<u64> = log
