@@ -251,6 +251,20 @@ fn a_corrupt_or_truncated_store_file_is_reported_with_its_path() {
     }
     // The damaged file is left as it was for the operator to inspect.
     assert_eq!(std::fs::read(&file).unwrap().len(), bytes.len() / 3);
+
+    // A damaged write-ahead log segment is named as such, and left alone too.
+    let bad_log = dir.path().join("bad-log");
+    assert!(datastore(&dir_arg(&bad_log), &["stats"]).status.success());
+    let wal_dir = db_path(&bad_log).with_file_name("state.redb.wal");
+    let segment = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "wal"))
+        .expect("a log segment");
+    std::fs::write(&segment, b"not a log segment at all, 32+ bytes long").unwrap();
+    let out = datastore(&dir_arg(&bad_log), &["stats"]);
+    assert_clean_failure(&out, &["corrupt", "state.redb.wal", "write-ahead log"]);
+    assert!(segment.exists());
 }
 
 #[test]
