@@ -37,6 +37,8 @@ enum Command {
     Apiserver(commands::apiserver::ApiserverArgs),
     /// Inspect, back up and restore the embedded datastore.
     Datastore(commands::datastore::DatastoreArgs),
+    /// Import, list, pull and remove the node's images.
+    Images(commands::images::ImagesArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Apiserver(args) => commands::apiserver::run(args).await,
             Command::Datastore(args) => commands::datastore::run(args).await,
+            Command::Images(args) => commands::images::run(args).await,
         }
     });
     match result {

@@ -5,6 +5,8 @@
 //! backend is tested against the real thing: the same durability (fsync on every commit, no
 //! `--unsafe-no-fsync`), the same gRPC API, real crashes and restarts.
 
+pub mod registry;
+
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -24,7 +26,7 @@ const START_ATTEMPTS: usize = 5;
 
 /// util-linux's `setpriv`, which gives etcd a parent-death signal so it cannot outlive a test
 /// process that is killed before its destructors run.
-const SETPRIV: &str = "/usr/bin/setpriv";
+pub(crate) const SETPRIV: &str = "/usr/bin/setpriv";
 
 /// The etcd binary: `$RKUBE_ETCD` or Debian's `/usr/bin/etcd` (package `etcd-server`).
 pub fn etcd_binary() -> PathBuf {

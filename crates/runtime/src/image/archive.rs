@@ -180,6 +180,14 @@ pub enum ArchiveError {
         /// The cause.
         source: io::Error,
     },
+    /// Taking the store's garbage-collection lock failed.
+    #[error("locking the image store at {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
     /// Writing the reference index failed; the previous index is still in place.
     #[error("writing the image index {path}: {source}")]
     WriteIndex {
@@ -230,6 +238,12 @@ pub struct ImportedImage {
     pub manifest: Digest,
     /// The normalised names now pointing at it (empty for an unnamed image).
     pub names: Vec<String>,
+}
+
+/// Held by [`ImageStore::lock`]; the lock goes with it.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: fs::File,
 }
 
 /// The on-disk reference index.
@@ -298,6 +312,7 @@ impl ImageStore {
     /// Imports an OCI image-layout tar or a `docker save` tar (either may be gzip-compressed).
     /// The index changes only if every image in the archive is complete and valid.
     pub fn import(&self, reader: impl Read) -> Result<Vec<ImportedImage>, ArchiveError> {
+        let _in_use = self.lock(false)?;
         let contents = self.ingest(reader)?;
         let imported = if let Some(index) = contents.metadata.get("index.json") {
             self.import_oci_layout(index)?
@@ -608,7 +623,97 @@ impl ImageStore {
     }
 
     /// Points the imported names at their manifests: one atomic replace of the index file.
-    fn add_names(&self, imported: &[ImportedImage]) -> Result<(), ArchiveError> {
+    /// Holds the store against garbage collection (`exclusive = false`: pulls and imports, whose
+    /// blobs no name references yet) or for it (`exclusive = true`), across processes, until the
+    /// returned guard is dropped.
+    pub fn lock(&self, exclusive: bool) -> Result<StoreLock, ArchiveError> {
+        let path = self.root.join("gc.lock");
+        let err = |source: io::Error| ArchiveError::Lock {
+            path: path.clone(),
+            source,
+        };
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(err)?;
+        let operation = if exclusive {
+            rustix::fs::FlockOperation::LockExclusive
+        } else {
+            rustix::fs::FlockOperation::LockShared
+        };
+        rustix::fs::flock(&file, operation).map_err(|e| err(e.into()))?;
+        Ok(StoreLock { _file: file })
+    }
+
+    /// Removes `name` (normalised first) from the index; returns the manifest it pointed at.
+    /// Blobs stay until [`ImageStore::gc`].
+    pub fn remove_name(&self, name: &str) -> Result<Option<Digest>, ArchiveError> {
+        let name = normalize_reference(name)?;
+        let _guard = self
+            .index_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut index = self.read_index()?;
+        let removed = index.images.remove(&name);
+        if removed.is_some() {
+            self.write_index(&index)?;
+        }
+        Ok(removed)
+    }
+
+    /// Deletes every blob no named image uses (manifest, config, layers); returns how many and
+    /// their bytes. Waits for pulls and imports under way, in any process, to finish first.
+    pub fn gc(&self) -> Result<(usize, u64), ArchiveError> {
+        let _exclusive = self.lock(true)?;
+        let mut used = std::collections::HashSet::new();
+        for manifest in self.read_index()?.images.into_values() {
+            if let Ok(parsed) = self.manifest(&manifest) {
+                used.insert(descriptor_digest(parsed.config().digest())?);
+                for layer in parsed.layers() {
+                    used.insert(descriptor_digest(layer.digest())?);
+                }
+            }
+            used.insert(manifest);
+        }
+        let dir = self.root.join("blobs").join("sha256");
+        let read_err = |source| ArchiveError::ReadIndex {
+            path: dir.clone(),
+            source,
+        };
+        let (mut removed, mut bytes) = (0, 0);
+        for entry in fs::read_dir(&dir).map_err(read_err)? {
+            let entry = entry.map_err(read_err)?;
+            let Some(digest) = entry
+                .file_name()
+                .to_str()
+                .and_then(|hex| Digest::from_hex(hex).ok())
+            else {
+                continue;
+            };
+            if used.contains(&digest) {
+                continue;
+            }
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            if self
+                .blobs
+                .remove(&digest)
+                .map_err(|source| ArchiveError::ReadBlob {
+                    digest: digest.clone(),
+                    source,
+                })?
+            {
+                removed += 1;
+                bytes += size;
+            }
+        }
+        Ok((removed, bytes))
+    }
+
+    /// Points each image's names at its manifest (the manifest and its blobs must be stored).
+    /// The index file is replaced atomically.
+    pub fn add_names(&self, imported: &[ImportedImage]) -> Result<(), ArchiveError> {
         let _guard = self
             .index_lock
             .lock()
@@ -619,12 +724,17 @@ impl ImageStore {
                 index.images.insert(name.clone(), image.manifest.clone());
             }
         }
+        self.write_index(&index)
+    }
+
+    /// Replaces the index file atomically. The caller holds `index_lock`.
+    fn write_index(&self, index: &RefIndex) -> Result<(), ArchiveError> {
         let path = self.index_path();
         let write_err = |source| ArchiveError::WriteIndex {
             path: path.clone(),
             source,
         };
-        let json = serde_json::to_vec_pretty(&index).map_err(|e| write_err(e.into()))?;
+        let json = serde_json::to_vec_pretty(index).map_err(|e| write_err(e.into()))?;
         let mut tmp = tempfile::NamedTempFile::new_in(&self.root).map_err(write_err)?;
         tmp.write_all(&json).map_err(write_err)?;
         tmp.as_file().sync_all().map_err(write_err)?;

@@ -6,3 +6,14 @@
 pub mod archive;
 pub mod blobs;
 pub mod layer;
+pub mod pull;
+
+/// Where a node keeps its images: `<data-dir>/agent/images`.
+pub fn images_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("agent").join("images")
+}
+
+/// The registry configuration of a node: `<data-dir>/registries.yaml` (k3s's format).
+pub fn registries_file(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("registries.yaml")
+}
