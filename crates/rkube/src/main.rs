@@ -39,6 +39,10 @@ enum Command {
     Datastore(commands::datastore::DatastoreArgs),
     /// Import, list, pull and remove the node's images.
     Images(commands::images::ImagesArgs),
+    /// Run the node's container runtime alone, serving CRI on a unix socket.
+    Runtime(commands::runtime::RuntimeArgs),
+    /// A crictl-like client of any CRI runtime.
+    Crictl(commands::crictl::CrictlArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +63,8 @@ fn main() -> ExitCode {
             Command::Apiserver(args) => commands::apiserver::run(args).await,
             Command::Datastore(args) => commands::datastore::run(args).await,
             Command::Images(args) => commands::images::run(args).await,
+            Command::Runtime(args) => commands::runtime::run(args).await,
+            Command::Crictl(args) => commands::crictl::run(args).await,
         }
     });
     match result {

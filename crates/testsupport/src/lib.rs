@@ -5,6 +5,7 @@
 //! backend is tested against the real thing: the same durability (fsync on every commit, no
 //! `--unsafe-no-fsync`), the same gRPC API, real crashes and restarts.
 
+pub mod containerd;
 pub mod registry;
 
 use std::fs::OpenOptions;

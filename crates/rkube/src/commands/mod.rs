@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
 pub mod apiserver;
+pub mod crictl;
 pub mod datastore;
 pub mod images;
+pub mod runtime;

@@ -277,6 +277,11 @@ impl ImageStore {
         Ok(store)
     }
 
+    /// The directory the store lives in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The underlying blob store.
     pub fn blobs(&self) -> &BlobStore {
         &self.blobs

@@ -17,3 +17,22 @@ pub fn images_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
 pub fn registries_file(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("registries.yaml")
 }
+
+/// Bytes and inodes used under `root` (what CRI's `ImageFsInfo` reports).
+pub fn disk_usage(root: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    let (mut bytes, mut inodes) = (0u64, 0u64);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            inodes += 1;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                bytes += meta.len();
+            }
+        }
+    }
+    Ok((bytes, inodes))
+}

@@ -27,6 +27,7 @@ use oci_spec::image::{ImageIndex, ImageManifest};
 
 use super::archive::{ArchiveError, ImageStore, ImportedImage, normalize_reference};
 use super::blobs::{BlobError, Digest};
+use crate::error_chain;
 
 const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const MEDIA_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -829,20 +830,6 @@ fn classify(image: &str, endpoint: &Endpoint, err: OciDistributionError) -> Pull
         },
         other => registry(error_chain(&other)),
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        let more = e.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = e.source();
-    }
-    text
 }
 
 #[cfg(test)]
