@@ -8,7 +8,10 @@
 //! [`server::serve`].
 
 pub mod authn;
+pub mod discovery;
 pub mod kubeconfig;
 pub mod pki;
+pub mod registry;
+pub mod rest;
 pub mod server;
 pub mod status;
