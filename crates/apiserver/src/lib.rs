@@ -2,13 +2,15 @@
 //! over HTTPS the way it talks to kube-apiserver.
 //!
 //! What exists today: the cluster PKI ([`pki`]), the admin kubeconfig ([`kubeconfig`]), HTTPS with
-//! client-certificate authentication ([`server`], [`authn`]), and the version and health
-//! endpoints. Every REST path of the Kubernetes API answers with a Kubernetes `Status`: 401 for
-//! anonymous callers, 404 `NotFound` for resources not served yet. Start reading at
-//! [`server::serve`].
+//! client-certificate authentication ([`server`], [`authn`]), the version and health endpoints,
+//! discovery ([`discovery`]) and the REST API for the built-in resources ([`rest`] over the
+//! resource rules in [`registry`]). Start reading at [`server::Apiserver`], then [`rest::serve`].
 
 pub mod authn;
+pub mod discovery;
 pub mod kubeconfig;
 pub mod pki;
+pub mod registry;
+pub mod rest;
 pub mod server;
 pub mod status;

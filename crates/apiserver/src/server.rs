@@ -22,6 +22,7 @@ use tower::ServiceExt;
 
 use crate::authn::{UserInfo, is_public_path};
 use crate::pki::Pki;
+use crate::rest::storage::Objects;
 use crate::status::ApiError;
 
 /// The Kubernetes version whose API rkube serves (k8s-openapi's `latest`).
@@ -47,6 +48,9 @@ pub enum ServeError {
     /// A PEM file could not be decoded.
     #[error("the serving certificate or key is not valid PEM")]
     Pem(#[source] rustls::pki_types::pem::Error),
+    /// The system namespaces could not be created.
+    #[error("creating the system namespaces failed: {0}")]
+    Bootstrap(String),
     /// The client CA could not be turned into a verifier.
     #[error("the cluster CA cannot verify client certificates")]
     ClientVerifier(#[source] rustls::server::VerifierBuilderError),
@@ -55,6 +59,7 @@ pub enum ServeError {
 #[derive(Clone)]
 struct AppState {
     store: Arc<dyn Store>,
+    objects: Objects,
 }
 
 /// A bound apiserver, ready to [`Apiserver::run`].
@@ -75,10 +80,14 @@ impl Apiserver {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
+        let objects = Objects::new(store.clone());
+        crate::rest::ensure_system_namespaces(&objects)
+            .await
+            .map_err(|e| ServeError::Bootstrap(e.message))?;
         Ok(Apiserver {
             listener,
             acceptor,
-            router: router(AppState { store }),
+            router: router(AppState { store, objects }),
         })
     }
 
@@ -243,6 +252,15 @@ async fn ready(
     (code, body).into_response()
 }
 
-async fn not_served(request: Request) -> ApiError {
-    ApiError::not_served(request.uri().path())
+/// `/api...` and `/apis...` go to the REST API; anything else is not served.
+async fn not_served(State(state): State<AppState>, request: Request) -> Response {
+    let path = request.uri().path();
+    let api = path == "/api"
+        || path.starts_with("/api/")
+        || path == "/apis"
+        || path.starts_with("/apis/");
+    if api {
+        return crate::rest::serve(&state.objects, request).await;
+    }
+    ApiError::not_served(path).into_response()
 }

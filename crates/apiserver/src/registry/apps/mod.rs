@@ -1,0 +1,4 @@
+//! Strategies of `apps/v1`.
+
+pub mod deployment;
+pub mod replicaset;

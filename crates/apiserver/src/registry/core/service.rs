@@ -1,0 +1,250 @@
+//! Service: an RFC 1123 label name, type and port rules, defaults (type ClusterIP, protocol TCP,
+//! targetPort = port, session affinity None). ClusterIP and NodePort allocation are not done
+//! yet: a Service without `clusterIP` keeps none until the allocator lands.
+
+use k8s_openapi::api::core::v1::Service;
+use serde_json::{Value, json};
+
+use crate::registry::validation::{self, FieldError, FieldErrors, immutable};
+use crate::registry::{Column, NameRule, Strategy, default_at, str_at, table};
+
+/// The Service strategy.
+pub struct ServiceStrategy;
+
+const TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
+const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
+
+impl Strategy for ServiceStrategy {
+    fn name_rule(&self) -> NameRule {
+        NameRule::Label
+    }
+
+    fn check_shape(&self, obj: &Value) -> Result<(), String> {
+        crate::registry::check_typed_lenient::<Service>(obj)
+    }
+
+    fn default(&self, obj: &mut Value) {
+        default_at(obj, "/spec/type", json!("ClusterIP"));
+        default_at(obj, "/spec/sessionAffinity", json!("None"));
+        if str_at(obj, "/spec/type") != "ExternalName" {
+            default_at(obj, "/spec/internalTrafficPolicy", json!("Cluster"));
+        }
+        if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+            for p in ports.iter_mut().filter(|p| p.is_object()) {
+                default_at(p, "/protocol", json!("TCP"));
+                if let Some(port) = p.get("port").cloned() {
+                    default_at(p, "/targetPort", port);
+                }
+            }
+        }
+    }
+
+    fn prepare_for_create(&self, obj: &mut Value) {
+        obj["status"] = json!({"loadBalancer": {}});
+    }
+
+    fn validate(&self, obj: &Value) -> FieldErrors {
+        let mut errors = Vec::new();
+        let kind = str_at(obj, "/spec/type");
+        if !TYPES.contains(&kind) {
+            errors.push(FieldError::not_supported("spec.type", kind.into(), TYPES));
+        }
+        let ports = obj.pointer("/spec/ports").and_then(Value::as_array);
+        let headless = str_at(obj, "/spec/clusterIP") == "None";
+        if kind == "ExternalName" {
+            let name = str_at(obj, "/spec/externalName");
+            if name.is_empty() {
+                errors.push(FieldError::required("spec.externalName", ""));
+            } else {
+                for problem in validation::dns1123_subdomain(name) {
+                    errors.push(FieldError::invalid(
+                        "spec.externalName",
+                        name.into(),
+                        problem,
+                    ));
+                }
+            }
+        } else if ports.is_none_or(Vec::is_empty) && !headless {
+            errors.push(FieldError::required("spec.ports", ""));
+        }
+        let ports = ports.cloned().unwrap_or_default();
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in ports.iter().enumerate() {
+            let path = format!("spec.ports[{i}]");
+            let name = str_at(p, "/name");
+            if ports.len() > 1 && name.is_empty() {
+                errors.push(FieldError::required(format!("{path}.name"), ""));
+            } else if !name.is_empty() {
+                for problem in validation::dns1123_label(name) {
+                    errors.push(FieldError::invalid(
+                        format!("{path}.name"),
+                        name.into(),
+                        problem,
+                    ));
+                }
+                if !names.insert(name.to_owned()) {
+                    errors.push(FieldError::duplicate(format!("{path}.name"), name.into()));
+                }
+            }
+            match p.get("port").and_then(Value::as_i64) {
+                Some(port) if (1..=65535).contains(&port) => {}
+                Some(port) => errors.push(FieldError::invalid(
+                    format!("{path}.port"),
+                    port.into(),
+                    "must be between 1 and 65535, inclusive",
+                )),
+                None => errors.push(FieldError::required(format!("{path}.port"), "")),
+            }
+            let proto = str_at(p, "/protocol");
+            if !PROTOCOLS.contains(&proto) {
+                errors.push(FieldError::not_supported(
+                    format!("{path}.protocol"),
+                    proto.into(),
+                    PROTOCOLS,
+                ));
+            }
+            if let Some(np) = p.get("nodePort").and_then(Value::as_i64)
+                && kind != "NodePort"
+                && kind != "LoadBalancer"
+                && np != 0
+            {
+                errors.push(FieldError::forbidden(
+                    format!("{path}.nodePort"),
+                    "may not be used when `type` is 'ClusterIP'",
+                ));
+            }
+        }
+        if let Some(selector) = obj.pointer("/spec/selector") {
+            validation::validate_labels(selector, "spec.selector", &mut errors);
+        }
+        errors
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value) -> FieldErrors {
+        let mut errors = self.validate(new);
+        if !str_at(old, "/spec/clusterIP").is_empty() && str_at(new, "/spec/type") != "ExternalName"
+        {
+            immutable(old, new, "/spec/clusterIP", "spec.clusterIP", &mut errors);
+        }
+        errors
+    }
+
+    fn columns(&self) -> Vec<Column> {
+        vec![
+            Column::NAME,
+            Column::new(
+                "Type",
+                "string",
+                "type determines how the Service is exposed.",
+            ),
+            Column::new(
+                "Cluster-IP",
+                "string",
+                "clusterIP is the IP address of the service and is usually assigned randomly.",
+            ),
+            Column::new(
+                "External-IP",
+                "string",
+                "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.",
+            ),
+            Column::new(
+                "Port(s)",
+                "string",
+                "The list of ports that are exposed by this service.",
+            ),
+            Column::AGE,
+            Column::new(
+                "Selector",
+                "string",
+                "Route service traffic to pods with label keys and values matching this selector.",
+            )
+            .wide(),
+        ]
+    }
+
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        let kind = str_at(obj, "/spec/type");
+        let cluster_ip = str_at(obj, "/spec/clusterIP");
+        let mut external: Vec<String> = obj
+            .pointer("/spec/externalIPs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        for ing in obj
+            .pointer("/status/loadBalancer/ingress")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let ip = str_at(ing, "/ip");
+            let host = str_at(ing, "/hostname");
+            external.push(if ip.is_empty() {
+                host.to_owned()
+            } else {
+                ip.to_owned()
+            });
+        }
+        let external = match (kind, external.is_empty()) {
+            ("ExternalName", _) => str_at(obj, "/spec/externalName").to_owned(),
+            ("LoadBalancer", true) => "<pending>".into(),
+            (_, true) => "<none>".into(),
+            _ => external.join(","),
+        };
+        let ports: Vec<String> = obj
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                let port = table::int_at(p, "/port");
+                let proto = str_at(p, "/protocol");
+                match p.get("nodePort").and_then(Value::as_i64) {
+                    Some(np) if np != 0 => format!("{port}:{np}/{proto}"),
+                    _ => format!("{port}/{proto}"),
+                }
+            })
+            .collect();
+        vec![
+            Value::String(table::name(obj)),
+            Value::String(kind.to_owned()),
+            Value::String(if cluster_ip.is_empty() {
+                "<none>".into()
+            } else {
+                cluster_ip.to_owned()
+            }),
+            Value::String(external),
+            Value::String(if ports.is_empty() {
+                "<none>".into()
+            } else {
+                ports.join(",")
+            }),
+            table::age(obj),
+            Value::String(table::map_selector_string(obj.pointer("/spec/selector"))),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_default_and_are_checked() {
+        let mut svc = json!({"spec": {"ports": [{"port": 80}, {"port": 70000, "name": "b"}]}});
+        ServiceStrategy.default(&mut svc);
+        assert_eq!(svc["spec"]["type"], "ClusterIP");
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
+        let errors: Vec<String> = ServiceStrategy
+            .validate(&svc)
+            .iter()
+            .map(|e| e.field.clone())
+            .collect();
+        assert_eq!(errors, ["spec.ports[0].name", "spec.ports[1].port"]);
+        let errors = ServiceStrategy.validate(
+            &json!({"spec": {"type": "Magic", "ports": [{"port": 1, "protocol": "TCP"}]}}),
+        );
+        assert_eq!(errors[0].field, "spec.type");
+    }
+}

@@ -1,0 +1,223 @@
+//! Content negotiation: which representation a client accepts (JSON or YAML; the object itself,
+//! a `Table`, `PartialObjectMetadata`, or aggregated discovery), and which format a request body
+//! is in. Kubernetes spells these as media-type parameters (`application/json;as=Table;v=v1;
+//! g=meta.k8s.io`).
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use crate::status::ApiError;
+
+/// The wire format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `application/json`.
+    Json,
+    /// `application/yaml`.
+    Yaml,
+}
+
+/// What shape the answer takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// The object or list itself.
+    Object,
+    /// `meta.k8s.io/v1` `Table`.
+    Table,
+    /// `meta.k8s.io/v1` `PartialObjectMetadata` / `PartialObjectMetadataList`.
+    Metadata,
+    /// `apidiscovery.k8s.io/v2` `APIGroupDiscoveryList`.
+    DiscoveryV2,
+    /// `apidiscovery.k8s.io/v2beta1` `APIGroupDiscoveryList`.
+    DiscoveryV2Beta1,
+}
+
+/// A chosen representation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accept {
+    /// Format.
+    pub format: Format,
+    /// Shape.
+    pub shape: Shape,
+}
+
+impl Accept {
+    /// Plain JSON.
+    pub const JSON: Accept = Accept {
+        format: Format::Json,
+        shape: Shape::Object,
+    };
+
+    /// Picks the first media type of the `Accept` header that rkube can produce.
+    pub fn from_headers(headers: &HeaderMap) -> Result<Accept, ApiError> {
+        let Some(raw) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+            return Ok(Accept::JSON);
+        };
+        if raw.trim().is_empty() {
+            return Ok(Accept::JSON);
+        }
+        for entry in raw.split(',') {
+            let mut parts = entry.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+            let mut params = std::collections::HashMap::new();
+            for p in parts {
+                if let Some((k, v)) = p.split_once('=') {
+                    params.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+                }
+            }
+            let format = match media.as_str() {
+                "application/json" | "*/*" | "application/*" | "" => Format::Json,
+                "application/yaml" => Format::Yaml,
+                _ => continue,
+            };
+            let get = |k: &str| params.get(k).map(String::as_str);
+            let shape = match (get("as"), get("g"), get("v")) {
+                (None, _, _) => Shape::Object,
+                (Some("Table"), Some("meta.k8s.io"), Some("v1")) => Shape::Table,
+                (
+                    Some("PartialObjectMetadata" | "PartialObjectMetadataList"),
+                    Some("meta.k8s.io"),
+                    Some("v1"),
+                ) => Shape::Metadata,
+                (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"), Some("v2")) => {
+                    Shape::DiscoveryV2
+                }
+                (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"), Some("v2beta1")) => {
+                    Shape::DiscoveryV2Beta1
+                }
+                _ => continue,
+            };
+            return Ok(Accept { format, shape });
+        }
+        Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "NotAcceptable",
+            "only the following media types are accepted: application/json, application/yaml",
+        ))
+    }
+}
+
+/// The format of a request body from `Content-Type` (JSON when absent).
+pub fn body_format(headers: &HeaderMap) -> Result<Format, ApiError> {
+    let media = content_type(headers);
+    match media.as_str() {
+        "" | "application/json" => Ok(Format::Json),
+        "application/yaml" => Ok(Format::Yaml),
+        _ => Err(unsupported_media_type(&media)),
+    }
+}
+
+/// The media type of `Content-Type`, lower-case, without parameters.
+pub fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// 415.
+pub fn unsupported_media_type(media: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UnsupportedMediaType",
+        format!(
+            "the body of the request was in an unknown format ({media}) - accepted media types include: application/json, application/yaml"
+        ),
+    )
+}
+
+/// Decodes a body in `format` as JSON (upstream's messages for broken bodies are 400s).
+pub fn decode(body: &[u8], format: Format) -> Result<Value, ApiError> {
+    match format {
+        Format::Json => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        }),
+        Format::Yaml => serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}"))),
+    }
+}
+
+/// Encodes an answer.
+pub fn respond(code: StatusCode, body: &Value, accept: Accept) -> Response {
+    let (bytes, media) = match accept.format {
+        Format::Json => (
+            serde_json::to_vec(body).unwrap_or_default(),
+            "application/json",
+        ),
+        Format::Yaml => (
+            serde_yaml::to_string(body).unwrap_or_default().into_bytes(),
+            "application/yaml",
+        ),
+    };
+    let media = match accept.shape {
+        Shape::DiscoveryV2 => {
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        }
+        Shape::DiscoveryV2Beta1 => {
+            "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+        }
+        _ => media,
+    };
+    let mut response = (code, bytes).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &'static str) -> Result<Accept, ApiError> {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static(v));
+        Accept::from_headers(&h)
+    }
+
+    #[test]
+    fn kubectls_accept_headers_choose_the_right_shape() {
+        let table = accept("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json").unwrap();
+        assert_eq!(table.shape, Shape::Table);
+        let old_table =
+            accept("application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json").unwrap();
+        assert_eq!(old_table, Accept::JSON);
+        let disco = accept(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+        )
+        .unwrap();
+        assert_eq!(disco.shape, Shape::DiscoveryV2);
+        let proto = accept("application/vnd.kubernetes.protobuf, */*").unwrap();
+        assert_eq!(proto, Accept::JSON);
+        assert_eq!(accept("application/yaml").unwrap().format, Format::Yaml);
+        assert_eq!(
+            accept("application/vnd.kubernetes.protobuf")
+                .unwrap_err()
+                .code,
+            StatusCode::NOT_ACCEPTABLE
+        );
+    }
+
+    #[test]
+    fn bodies_decode_or_are_400() {
+        assert!(decode(b"{\"a\": 1}", Format::Json).is_ok());
+        assert_eq!(
+            decode(b"{\"a\": ", Format::Json).unwrap_err().code,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            decode(b"a: [1, 2]\n", Format::Yaml).unwrap(),
+            serde_json::json!({"a": [1, 2]})
+        );
+        let deep = "[".repeat(100_000);
+        assert_eq!(
+            decode(deep.as_bytes(), Format::Json).unwrap_err().code,
+            StatusCode::BAD_REQUEST
+        );
+        assert!(decode(deep.as_bytes(), Format::Yaml).is_err());
+    }
+}

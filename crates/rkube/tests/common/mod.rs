@@ -1,0 +1,134 @@
+//! Shared helpers of the end-to-end tests: start `rkube apiserver`, curl it, run real kubectl.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn spawn(dir: &Path) -> (Child, u16) {
+    let port = rkube_testsupport::free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_rkube"))
+        .args(["apiserver", "--bind-address", "127.0.0.1"])
+        .arg("--https-port")
+        .arg(port.to_string())
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--write-kubeconfig")
+        .arg(dir.join("kubeconfig.yaml"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("apiserver.log")).unwrap())
+        .spawn()
+        .expect("start rkube apiserver");
+    (child, port)
+}
+
+pub struct Apiserver {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Apiserver {
+    pub fn start() -> Apiserver {
+        let dir = tempfile::tempdir().unwrap();
+        let (child, port) = spawn(dir.path());
+        let server = Apiserver { child, dir, port };
+        server.wait_ready();
+        server
+    }
+
+    /// Stops the server and starts a new process on the same data dir (on a new port).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.kubeconfig());
+        let (child, port) = spawn(self.dir.path());
+        self.child = child;
+        self.port = port;
+        self.wait_ready();
+    }
+
+    pub fn wait_ready(&self) {
+        let started = Instant::now();
+        while !self.kubeconfig().exists() || self.curl(&["/readyz"], false).stdout != b"ok" {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "apiserver not ready in 10 s: {}",
+                std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig.yaml")
+    }
+
+    pub fn tls(&self, file: &str) -> PathBuf {
+        self.dir.path().join("data/server/tls").join(file)
+    }
+
+    /// `curl` to a path, as the admin (client certificate) or anonymously.
+    pub fn curl(&self, args: &[&str], admin: bool) -> Output {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "20", "--cacert"])
+            .arg(self.tls("server-ca.crt"));
+        if admin {
+            cmd.arg("--cert")
+                .arg(self.tls("client-admin.crt"))
+                .arg("--key")
+                .arg(self.tls("client-admin.key"));
+        }
+        let (path, rest) = args.split_first().unwrap();
+        cmd.args(rest)
+            .arg(format!("https://127.0.0.1:{}{path}", self.port));
+        cmd.output().expect("run curl")
+    }
+}
+
+impl Drop for Apiserver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{} ({})",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            out.status
+        )
+    })
+}
+
+/// The real kubectl binaries, when fetched.
+pub fn kubectls() -> Vec<PathBuf> {
+    let dir = std::env::var_os("RKUBE_CLIENTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/rkube-ci/clients"));
+    let found: Vec<PathBuf> = ["kubectl-v1.33", "kubectl-v1.37"]
+        .iter()
+        .map(|name| dir.join(name))
+        .filter(|path| path.exists())
+        .collect();
+    if found.is_empty() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have fetched kubectl into {} (scripts/clients)",
+            dir.display()
+        );
+    }
+    found
+}
+
+pub fn kubectl(kubectl: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("run kubectl")
+}
