@@ -1,9 +1,9 @@
 //! `rkube datastore`: stats, compaction, snapshot save and restore of the embedded store.
 //!
 //! Each command takes `--data-dir` and works on `<data-dir>/server/db/state.redb`, creating an
-//! empty store where there is none. `stats` and `snapshot save` also work while a server has the
-//! store open (the server answers them over the store's admin socket); `compact` and
-//! `snapshot restore` need the store to themselves. With `--datastore-endpoint`, `stats` and `compact` work on an etcd
+//! empty store where there is none. `stats`, `compact` and `snapshot save` also work while a
+//! server has the store open (the server does them, asked over the store's admin socket);
+//! `snapshot restore` needs the store to itself. With `--datastore-endpoint`, `stats` and `compact` work on an etcd
 //! datastore instead; etcd's own snapshots are taken with `etcdctl snapshot save`.
 
 use std::path::PathBuf;
@@ -85,19 +85,25 @@ pub async fn run(args: DatastoreArgs) -> anyhow::Result<()> {
             print_stats(&db_path.display().to_string(), &stats, output)?;
         }
         DatastoreCommand::Compact { revision } => {
-            let store = EmbeddedStore::open(&db_path).map_err(|err| match err {
-                StoreError::Locked { .. } => anyhow::Error::new(err).context(
-                    "cannot compact a store a running server holds (the server compacts it every 5 minutes)",
-                ),
-                other => other.into(),
-            })?;
-            let target = match revision {
-                Some(revision) => revision,
-                None => store.current_revision().await?,
-            };
-            store.compact(target).await.with_context(|| {
-                format!("compacting {} to revision {target}", db_path.display())
-            })?;
+            let target = match EmbeddedStore::open(&db_path) {
+                Ok(store) => {
+                    let target = match revision {
+                        Some(revision) => revision,
+                        None => store.current_revision().await?,
+                    };
+                    store.compact(target).await.map(|()| target)
+                }
+                // A running server holds the store: it compacts on our behalf.
+                Err(StoreError::Locked { .. }) => {
+                    let path = db_path.clone();
+                    tokio::task::spawn_blocking(move || {
+                        rkube_store::embedded::admin::remote_compact(&path, revision)
+                    })
+                    .await?
+                }
+                Err(err) => Err(err),
+            }
+            .with_context(|| format!("compacting {}", db_path.display()))?;
             println!("compacted {} to revision {target}", db_path.display());
         }
         DatastoreCommand::Snapshot(SnapshotCommand::Save { file }) => {

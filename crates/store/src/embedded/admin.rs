@@ -4,9 +4,10 @@
 //! The store file is locked by the process that has it open (the write-ahead log needs redb's
 //! exclusive mode), so another process cannot read it. Instead each open store listens on a unix
 //! socket beside its file (`state.redb.sock`, mode 0600) for one-line JSON requests:
-//! `{"op":"stats"}` and `{"op":"snapshot","path":"/abs/file"}`, answered with one JSON line
-//! holding the result or an error message. The snapshot is written by the store's process, from
-//! one read transaction, while writes go on.
+//! `{"op":"stats"}`, `{"op":"snapshot","path":"/abs/file"}` and `{"op":"compact","revision":N}`
+//! (revision optional: the current one), answered with one JSON line holding the result or an
+//! error message. The snapshot is written by the store's process, from one read transaction,
+//! while writes go on; compaction goes through its writer like its own compactor's.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -20,8 +21,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::snapshot::{self, SnapshotInfo};
+use super::writer::Request as WriterRequest;
 use super::{Core, stats_of};
-use crate::{Error, Result, Stats};
+use crate::{Error, Result, Revision, Stats};
+
+/// Hands requests to the store's writer thread.
+pub(crate) type Writer = std::sync::mpsc::Sender<WriterRequest>;
 
 /// The admin socket of the store file `db_path`.
 pub fn socket_path(db_path: &Path) -> PathBuf {
@@ -35,6 +40,7 @@ pub fn socket_path(db_path: &Path) -> PathBuf {
 enum Request {
     Stats,
     Snapshot { path: PathBuf },
+    Compact { revision: Option<Revision> },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -42,6 +48,7 @@ enum Request {
 enum Response {
     Stats(Stats),
     Snapshot(SnapshotInfo),
+    Compacted(Revision),
     Error(String),
 }
 
@@ -55,7 +62,7 @@ pub(crate) struct Server {
 impl Server {
     /// Listens for `core`'s store. Without a socket (a path too long for one, say) the store still
     /// works; other processes then cannot ask it, which is logged.
-    pub(crate) fn start(core: Weak<Core>) -> Option<Server> {
+    pub(crate) fn start(core: Weak<Core>, writer: Writer) -> Option<Server> {
         let db_path = core.upgrade()?.path.clone();
         let path = socket_path(&db_path);
         // This process holds the store's lock, so a socket file left here is a dead process's.
@@ -74,7 +81,7 @@ impl Server {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("rkube-store-admin".into())
-                .spawn(move || serve(listener, core, stop))
+                .spawn(move || serve(listener, core, writer, stop))
                 .ok()?
         };
         Some(Server {
@@ -97,20 +104,20 @@ impl Drop for Server {
     }
 }
 
-fn serve(listener: UnixListener, core: Weak<Core>, stop: Arc<AtomicBool>) {
+fn serve(listener: UnixListener, core: Weak<Core>, writer: Writer, stop: Arc<AtomicBool>) {
     for conn in listener.incoming() {
         if stop.load(Ordering::Acquire) {
             return;
         }
         let Ok(conn) = conn else { continue };
         let Some(core) = core.upgrade() else { return };
-        if let Err(err) = answer(conn, &core) {
+        if let Err(err) = answer(conn, &core, &writer) {
             tracing::debug!(error = %err, "admin socket request failed");
         }
     }
 }
 
-fn answer(conn: UnixStream, core: &Core) -> std::io::Result<()> {
+fn answer(conn: UnixStream, core: &Core, writer: &Writer) -> std::io::Result<()> {
     // A client that never sends must not hold the (sequential) admin thread forever.
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut line = String::new();
@@ -121,6 +128,20 @@ fn answer(conn: UnixStream, core: &Core) -> std::io::Result<()> {
             Ok(stats) => Response::Stats(stats),
             Err(err) => Response::Error(format!("{:#}", ErrorChain(&err))),
         },
+        Ok(Request::Compact { revision }) => {
+            let target = revision
+                .unwrap_or_else(|| core.revision.load(std::sync::atomic::Ordering::Acquire));
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            let sent = writer.send(WriterRequest::Compact {
+                revision: target,
+                reply,
+            });
+            match sent.ok().and_then(|()| rx.blocking_recv().ok()) {
+                Some(Ok(())) => Response::Compacted(target),
+                Some(Err(err)) => Response::Error(format!("{:#}", ErrorChain(&err))),
+                None => Response::Error("the store is closing".into()),
+            }
+        }
         Ok(Request::Snapshot { path }) if path.is_relative() => {
             Response::Error(format!("snapshot path {} is not absolute", path.display()))
         }
@@ -203,6 +224,15 @@ pub fn remote_snapshot(db_path: &Path, dest: &Path) -> Result<SnapshotInfo> {
     })?;
     match request(db_path, &Request::Snapshot { path: dest })? {
         Response::Snapshot(info) => Ok(info),
+        _ => Err(unexpected(db_path)),
+    }
+}
+
+/// Compacts the store at `db_path` to `revision` (default: its current one) through the process
+/// holding it; returns the revision compacted to.
+pub fn remote_compact(db_path: &Path, revision: Option<Revision>) -> Result<Revision> {
+    match request(db_path, &Request::Compact { revision })? {
+        Response::Compacted(revision) => Ok(revision),
         _ => Err(unexpected(db_path)),
     }
 }

@@ -163,7 +163,7 @@ impl EmbeddedStore {
                 options.progress_interval,
             ))
         });
-        let admin = admin::Server::start(Arc::downgrade(&core));
+        let admin = admin::Server::start(Arc::downgrade(&core), tx.clone());
         Ok(EmbeddedStore {
             core,
             requests: Some(tx),
@@ -205,7 +205,8 @@ impl EmbeddedStore {
 
 impl Drop for EmbeddedStore {
     fn drop(&mut self) {
-        // Other processes stop finding the store before it closes.
+        // Other processes stop finding the store before it closes (and the admin thread's
+        // handle on the writer goes, so the writer can see its queue closed).
         self.admin.take();
         self.requests.take();
         if let Some(writer) = self.writer.take() {
