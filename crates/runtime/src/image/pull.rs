@@ -356,6 +356,10 @@ pub struct Puller {
 impl Puller {
     /// A puller for `store` with the registry configuration `config`.
     pub fn new(store: Arc<ImageStore>, config: RegistriesConfig) -> Result<Arc<Puller>, PullError> {
+        // The registry client's TLS needs a process-wide rustls provider; rkube uses ring
+        // everywhere (one provider in the binary, no C crypto library to build). Installing it
+        // again, or after another part of the process did, is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http_hosts: Vec<String> = config
             .mirrors
             .values()
