@@ -41,7 +41,7 @@ async fn run() {
     let work = tempfile::tempdir_in("/var/tmp").expect("tempdir");
     eprintln!(
         "building a {LAYERS}-layer image of {} MiB...",
-        LAYERS * LAYER_BYTES >> 20
+        (LAYERS * LAYER_BYTES) >> 20
     );
     let mut layout = Layout::new(&work.path().join("image"));
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
