@@ -6,9 +6,15 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn spawn(dir: &Path) -> (Child, u16) {
+    spawn_with(dir, &[])
+}
+
+/// [`spawn`] with extra `rkube apiserver` arguments (e.g. `--datastore-endpoint`).
+pub fn spawn_with(dir: &Path, extra: &[String]) -> (Child, u16) {
     let port = rkube_testsupport::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_rkube"))
         .args(["apiserver", "--bind-address", "127.0.0.1"])
+        .args(extra)
         .arg("--https-port")
         .arg(port.to_string())
         .arg("--data-dir")
@@ -30,8 +36,13 @@ pub struct Apiserver {
 
 impl Apiserver {
     pub fn start() -> Apiserver {
+        Self::start_with(&[])
+    }
+
+    /// [`Apiserver::start`] with extra `rkube apiserver` arguments.
+    pub fn start_with(extra: &[String]) -> Apiserver {
         let dir = tempfile::tempdir().unwrap();
-        let (child, port) = spawn(dir.path());
+        let (child, port) = spawn_with(dir.path(), extra);
         let server = Apiserver { child, dir, port };
         server.wait_ready();
         server

@@ -1,7 +1,7 @@
 """The official Python client (PyPI `kubernetes`) against rkube: CRUD, selectors, pagination,
 a watch resumed from a resourceVersion, and 410 Gone handled the way clients do it (re-list).
 
-Usage: client_api.py KUBECONFIG DATA_DIR RKUBE_BINARY
+Usage: client_api.py KUBECONFIG DATA_DIR RKUBE_BINARY [DATASTORE_ENDPOINT]
 """
 
 import subprocess
@@ -11,6 +11,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
 kubeconfig, data_dir, rkube = sys.argv[1:4]
+endpoint = sys.argv[4] if len(sys.argv) > 4 else None
 config.load_kube_config(config_file=kubeconfig)
 v1 = client.CoreV1Api()
 apps = client.AppsV1Api()
@@ -23,8 +24,8 @@ def names(items):
 
 def compact():
     # The running apiserver compacts its own store when asked, as `etcdctl compact` does.
-    subprocess.check_call([rkube, "datastore", "--data-dir", data_dir, "compact"],
-                          stdout=subprocess.DEVNULL)
+    where = ["--datastore-endpoint", endpoint] if endpoint else ["--data-dir", data_dir]
+    subprocess.check_call([rkube, "datastore", *where, "compact"], stdout=subprocess.DEVNULL)
 
 
 # --- CRUD -----------------------------------------------------------------------------------
