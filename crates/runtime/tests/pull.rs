@@ -202,3 +202,54 @@ async fn failed_pulls_say_why_and_leave_nothing_visible() {
     let layer = rkube_runtime::image::blobs::Digest::parse(&f.busybox_layer).unwrap();
     assert!(!store.blobs().has(&layer), "the bad blob is not stored");
 }
+
+/// Unmounts on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_or_a_truncated_layer_fails_cleanly() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+
+    // A store on a filesystem too small for the busybox layer.
+    let small = dir.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("mount");
+    assert!(mounted.success(), "mounting a tmpfs needs root");
+    let _unmount = Tmpfs(small.clone());
+    let full = puller(&small, &f.registry);
+    let err = full.pull("busybox", None).await.unwrap_err();
+    let text = rkube_runtime::error_chain(&*err);
+    assert!(text.contains("No space left on device"), "{text}");
+    assert_eq!(full.store().resolve("busybox").unwrap(), None);
+    let leftovers: Vec<_> = std::fs::read_dir(small.join("blobs/tmp"))
+        .unwrap()
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary blobs left behind: {leftovers:?}"
+    );
+
+    // A registry whose stored layer was cut short: the download is shorter than its descriptor.
+    let puller = puller(&dir.path().join("store"), &f.registry);
+    let data = f.registry.blob_file(&f.busybox_layer);
+    let bytes = std::fs::read(&data).unwrap();
+    std::fs::write(&data, &bytes[..bytes.len() / 2]).unwrap();
+    let err = puller.pull("busybox", None).await.unwrap_err();
+    let text = rkube_runtime::error_chain(&*err);
+    assert!(
+        text.contains("short") || text.contains("digest") || text.contains("size"),
+        "{text}"
+    );
+    assert_eq!(puller.store().resolve("busybox").unwrap(), None);
+}
