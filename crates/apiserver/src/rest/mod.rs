@@ -373,7 +373,7 @@ pub fn admit_create(info: &ResourceInfo, mut obj: Value) -> Result<Value, ApiErr
 }
 
 /// The update path of the main resource.
-fn admit_update(info: &ResourceInfo, mut new: Value, old: &Value) -> Result<Value, ApiError> {
+pub fn admit_update(info: &ResourceInfo, mut new: Value, old: &Value) -> Result<Value, ApiError> {
     let strategy = info.strategy;
     strategy
         .check_shape(&new)

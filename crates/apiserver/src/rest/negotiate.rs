@@ -136,9 +136,46 @@ pub fn decode(body: &[u8], format: Format) -> Result<Value, ApiError> {
         Format::Json => serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         }),
-        Format::Yaml => serde_yaml::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}"))),
+        Format::Yaml => {
+            check_yaml_nesting(body)?;
+            serde_yaml::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
+        }
     }
+}
+
+/// Deepest `[`/`{` nesting a YAML body may have. The YAML parser takes time quadratic in flow
+/// nesting (a 200 KB body of brackets took a minute), so deeper bodies are refused before it runs;
+/// JSON's parser stops at depth 128 by itself.
+const MAX_YAML_FLOW_DEPTH: usize = 128;
+
+/// Refuses YAML whose flow collections nest deeper than [`MAX_YAML_FLOW_DEPTH`]. Brackets inside
+/// quoted scalars and comments are not counted; an unbalanced bracket in a plain scalar counts,
+/// which only matters past a hundred of them.
+fn check_yaml_nesting(body: &[u8]) -> Result<(), ApiError> {
+    let (mut depth, mut quote, mut comment, mut previous) = (0usize, None, false, b'\n');
+    for &byte in body {
+        match (quote, byte) {
+            (_, b'\n') => comment = false,
+            _ if comment => {}
+            (Some(q), b) if b == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'#') if previous.is_ascii_whitespace() => comment = true,
+            (None, b'"' | b'\'') => quote = Some(byte),
+            (None, b'[' | b'{') => {
+                depth += 1;
+                if depth > MAX_YAML_FLOW_DEPTH {
+                    return Err(ApiError::bad_request(format!(
+                        "error converting YAML to JSON: collections nested deeper than {MAX_YAML_FLOW_DEPTH}"
+                    )));
+                }
+            }
+            (None, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        previous = byte;
+    }
+    Ok(())
 }
 
 /// Encodes an answer.
@@ -177,6 +214,21 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, HeaderValue::from_static(v));
         Accept::from_headers(&h)
+    }
+
+    #[test]
+    fn yaml_nesting_is_bounded_but_brackets_in_strings_do_not_count() {
+        let deep = format!("a: {}{}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(decode(deep.as_bytes(), Format::Yaml).unwrap_err().code, 400);
+        let fine = format!("a: {}1{}", "[".repeat(100), "]".repeat(100));
+        assert!(decode(fine.as_bytes(), Format::Yaml).is_ok());
+        let quoted = format!(
+            "a: \"{}\"\nb: '{}'\n# {}\n",
+            "[".repeat(500),
+            "{".repeat(500),
+            "[".repeat(500)
+        );
+        assert!(decode(quoted.as_bytes(), Format::Yaml).is_ok());
     }
 
     #[test]
