@@ -73,6 +73,28 @@ fn spec(image: &str) -> Option<cri::ImageSpec> {
 /// The image half of the CRI scenario. Returns what it saw of the pulled image, to compare.
 async fn image_scenario(socket: &Path, registry: &Registry, runtime: &str) -> cri::Image {
     let mut client = CriClient::connect(socket).await.unwrap();
+    let version = client
+        .runtime
+        .version(cri::VersionRequest {
+            version: "v1".into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{runtime}: version: {e}"))
+        .into_inner();
+    assert_eq!(version.runtime_api_version, "v1", "{runtime}: {version:?}");
+    let status = client
+        .runtime
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let conditions = status.status.unwrap().conditions;
+    for kind in ["RuntimeReady", "NetworkReady"] {
+        assert!(
+            conditions.iter().any(|c| c.r#type == kind),
+            "{runtime}: {kind} missing from {conditions:?}"
+        );
+    }
     let name = format!("{}/library/busybox:1.0", registry.host());
 
     // Pull, then the image is listed and has a status under its name, id and repo digest.
@@ -235,6 +257,21 @@ async fn the_image_scenario_gives_the_same_answers_from_rkube_and_containerd() {
     assert_eq!(ours.username, theirs.username);
 }
 
+/// Sandboxes and containers are not implemented yet: rkube says so, it does not pretend.
+#[tokio::test]
+async fn missing_runtime_calls_answer_unimplemented_with_a_reason() {
+    let registry = Registry::start();
+    let rkube = RkubeRuntime::start(&registry);
+    let mut client = CriClient::connect(rkube.socket()).await.unwrap();
+    let err = client
+        .runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert!(err.message().contains("ListPodSandbox"), "{err:?}");
+}
+
 #[test]
 fn crictl_lists_pulls_inspects_and_removes() {
     let registry = Registry::start();
@@ -289,6 +326,16 @@ fn crictl_lists_pulls_inspects_and_removes() {
         err.contains("no such image") && !err.contains("panicked"),
         "{err}"
     );
+
+    let out = crictl(&["version"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("RuntimeName:  rkube") && text.contains("RuntimeApiVersion:  v1"),
+        "{text}"
+    );
+    let out = crictl(&["info"]);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["status"]["conditions"][0]["type"], "RuntimeReady");
 
     // A socket nobody serves: one clear line naming it.
     let out = Command::new(env!("CARGO_BIN_EXE_rkube"))

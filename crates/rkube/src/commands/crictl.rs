@@ -64,6 +64,10 @@ enum CrictlCommand {
     },
     /// Show the image filesystem usage as JSON.
     Imagefsinfo,
+    /// Show the runtime's name and versions.
+    Version,
+    /// Show the runtime's status conditions and configuration as JSON.
+    Info,
 }
 
 fn spec(image: &str) -> Option<cri::ImageSpec> {
@@ -163,6 +167,35 @@ pub async fn run(args: CrictlArgs) -> anyhow::Result<()> {
                 anyhow::bail!("no such image: {image}");
             };
             let mut out = serde_json::json!({"status": found});
+            for (key, value) in status.info {
+                let value =
+                    serde_json::from_str(&value).unwrap_or(serde_json::Value::String(value));
+                out[key] = value;
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        CrictlCommand::Version => {
+            let version = client
+                .runtime
+                .version(cri::VersionRequest {
+                    version: "v1".into(),
+                })
+                .await
+                .context("asking the runtime's version")?
+                .into_inner();
+            println!("Version:  {}", version.version);
+            println!("RuntimeName:  {}", version.runtime_name);
+            println!("RuntimeVersion:  {}", version.runtime_version);
+            println!("RuntimeApiVersion:  {}", version.runtime_api_version);
+        }
+        CrictlCommand::Info => {
+            let status = client
+                .runtime
+                .status(cri::StatusRequest { verbose: true })
+                .await
+                .context("asking the runtime's status")?
+                .into_inner();
+            let mut out = serde_json::json!({"status": status.status});
             for (key, value) in status.info {
                 let value =
                     serde_json::from_str(&value).unwrap_or(serde_json::Value::String(value));

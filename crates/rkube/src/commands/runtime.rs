@@ -1,8 +1,9 @@
 //! `rkube runtime`: the node's container runtime alone, serving CRI v1 on a unix socket.
 //!
 //! Today it serves the image service (pull, list, status, remove, filesystem usage) over
-//! `<data-dir>/agent/images`, with registry mirrors from `<data-dir>/registries.yaml`. Sandboxes
-//! and containers (the runtime service) are not served yet: clients get gRPC `Unimplemented`.
+//! `<data-dir>/agent/images`, with registry mirrors from `<data-dir>/registries.yaml`, and the
+//! runtime service's version, status and config. Sandboxes and containers are not served yet:
+//! those calls get gRPC `Unimplemented`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use rkube_runtime::cri::image::Images;
+use rkube_runtime::cri::runtime::Runtime;
 use rkube_runtime::cri::server::{CriServer, socket_path};
 use rkube_runtime::image::archive::ImageStore;
 use rkube_runtime::image::pull::{Puller, RegistriesConfig};
@@ -39,7 +41,9 @@ pub async fn run(args: RuntimeArgs) -> anyhow::Result<()> {
     let puller = Puller::new(store, config)?;
     let server = CriServer::bind(&path)?;
     tracing::info!(socket = %path.display(), images = %root.display(), "serving CRI");
-    server.serve(Images::new(puller), shutdown_signal()).await?;
+    server
+        .serve(Images::new(puller), Runtime::default(), shutdown_signal())
+        .await?;
     Ok(())
 }
 

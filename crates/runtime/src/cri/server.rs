@@ -3,10 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use super::image::Images;
+use super::runtime::Runtime;
 
 /// Why the CRI server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -72,14 +74,16 @@ impl CriServer {
         })
     }
 
-    /// Serves the image service until `shutdown` completes, then removes the socket.
+    /// Serves both CRI services until `shutdown` completes, then removes the socket.
     pub async fn serve(
         self,
         images: Images,
+        runtime: Runtime,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), ServeError> {
         let result = tonic::transport::Server::builder()
             .add_service(ImageServiceServer::new(images))
+            .add_service(RuntimeServiceServer::new(runtime))
             .serve_with_incoming_shutdown(UnixListenerStream::new(self.listener), shutdown)
             .await
             .map_err(ServeError::Transport);
