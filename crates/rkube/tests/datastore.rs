@@ -2,6 +2,9 @@
 //! the bad input a user can give it (corrupt, truncated, locked, unwritable). The test process
 //! itself plays "the other process" that holds a store open.
 
+mod common;
+
+use common::{assert_clean_failure, stderr, stdout};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -24,33 +27,6 @@ fn datastore(data_dir: &str, args: &[&str]) -> Output {
     let mut full = vec!["datastore", "--data-dir", data_dir];
     full.extend_from_slice(args);
     rkube(&full)
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A failure is one line on stderr starting with `error:`, a non-zero exit, and no panic.
-fn assert_clean_failure(out: &Output, expected: &[&str]) {
-    let err = stderr(out);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success: {err}"
-    );
-    assert!(!err.contains("panicked"), "rkube panicked: {err}");
-    let lines: Vec<_> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
-    assert!(lines[0].starts_with("error: "), "not an error line: {err}");
-    for needle in expected {
-        assert!(
-            err.contains(needle),
-            "error line should mention {needle:?}: {err}"
-        );
-    }
 }
 
 fn dir_arg(dir: &Path) -> String {

@@ -1,6 +1,9 @@
 //! End-to-end tests of `rkube images`: the real binary against a real registry on loopback
 //! (Debian's `docker-registry`), with archives written by a real peer (`skopeo`).
 
+mod common;
+
+use common::{assert_clean_failure, stderr, stdout};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -14,26 +17,6 @@ fn images(data_dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run rkube")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Fails with one `error:` line containing every expected part, and no panic.
-fn assert_clean_failure(out: &Output, expected: &[&str]) {
-    let err = stderr(out);
-    assert!(!out.status.success(), "expected failure, got: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one error line expected: {err}");
-    for part in expected {
-        assert!(err.contains(part), "{part:?} missing from: {err}");
-    }
 }
 
 #[test]

@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -13,21 +12,6 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, watcher};
-
-fn spawn_on(dir: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_rkube"))
-        .args(["apiserver", "--bind-address", "127.0.0.1"])
-        .arg("--https-port")
-        .arg(port.to_string())
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--write-kubeconfig")
-        .arg(dir.join("kubeconfig.yaml"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("apiserver-restarted.log")).unwrap())
-        .spawn()
-        .expect("restart rkube apiserver")
-}
 
 async fn client(kubeconfig: &Path) -> kube::Client {
     let config = kube::Config::from_custom_kubeconfig(
@@ -128,7 +112,7 @@ async fn kube_rs_works_and_its_watcher_survives_a_server_restart() {
     let port = server.port;
     let _ = server.child.kill();
     let _ = server.child.wait();
-    server.child = spawn_on(server.dir.path(), port);
+    server.child = common::spawn_on(server.dir.path(), port, &[]);
     server.wait_ready();
 
     // Data intact, and the same client and watcher carry on.

@@ -12,7 +12,12 @@ pub fn spawn(dir: &Path) -> (Child, u16) {
 /// [`spawn`] with extra `rkube apiserver` arguments (e.g. `--datastore-endpoint`).
 pub fn spawn_with(dir: &Path, extra: &[String]) -> (Child, u16) {
     let port = rkube_testsupport::free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_rkube"))
+    (spawn_on(dir, port, extra), port)
+}
+
+/// Starts `rkube apiserver` on `port` (a restart keeps its clients' address).
+pub fn spawn_on(dir: &Path, port: u16, extra: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_rkube"))
         .args(["apiserver", "--bind-address", "127.0.0.1"])
         .args(extra)
         .arg("--https-port")
@@ -24,8 +29,7 @@ pub fn spawn_with(dir: &Path, extra: &[String]) -> (Child, u16) {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("apiserver.log")).unwrap())
         .spawn()
-        .expect("start rkube apiserver");
-    (child, port)
+        .expect("start rkube apiserver")
 }
 
 pub struct Apiserver {
@@ -142,4 +146,32 @@ pub fn kubectl(kubectl: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run kubectl")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A failure is one line on stderr starting with `error:` that names every expected part, a
+/// non-zero exit, and no panic.
+pub fn assert_clean_failure(out: &Output, expected: &[&str]) {
+    let err = stderr(out);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {err}"
+    );
+    assert!(!err.contains("panicked"), "rkube panicked: {err}");
+    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "not an error line: {err}");
+    for needle in expected {
+        assert!(
+            err.contains(needle),
+            "error line should mention {needle:?}: {err}"
+        );
+    }
 }
