@@ -153,6 +153,15 @@ fn flag(query: &Query, name: &str) -> bool {
 
 /// Serves one request under `/api` or `/apis`.
 pub async fn serve(objects: &Objects, request: Request) -> Response {
+    // The body is read before anything else: a request answered early (404, 405, 501, ...) with
+    // its body unread gets its HTTP/2 stream reset, and clients then report a framing error
+    // instead of our Status.
+    let (parts, body) = request.into_parts();
+    let body = match read_body(&parts.headers, body).await {
+        Ok(body) => body,
+        Err(error) => return error.into_response(),
+    };
+    let request = Request::from_parts(parts, Body::from(body));
     match serve_inner(objects, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
