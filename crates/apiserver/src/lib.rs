@@ -9,6 +9,7 @@
 
 pub mod authn;
 pub mod kubeconfig;
+pub mod openapi;
 pub mod pki;
 pub mod server;
 pub mod status;
