@@ -10,6 +10,7 @@
 pub mod authn;
 pub mod kubeconfig;
 pub mod openapi;
+pub mod patch;
 pub mod pki;
 pub mod server;
 pub mod status;
