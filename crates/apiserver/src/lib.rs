@@ -8,6 +8,7 @@
 //! [`server::serve`].
 
 pub mod authn;
+pub mod fieldvalidation;
 pub mod kubeconfig;
 pub mod openapi;
 pub mod patch;
