@@ -4,11 +4,16 @@
 //! What exists today: the cluster PKI ([`pki`]), the admin kubeconfig ([`kubeconfig`]), HTTPS with
 //! client-certificate authentication ([`server`], [`authn`]), the version and health endpoints,
 //! discovery ([`discovery`]) and the REST API for the built-in resources ([`rest`] over the
-//! resource rules in [`registry`]). Start reading at [`server::Apiserver`], then [`rest::serve`].
+//! resource rules in [`registry`]), OpenAPI documents and the schema model ([`openapi`]),
+//! patches ([`patch`]) and field validation ([`fieldvalidation`]). Start reading at
+//! [`server::Apiserver`], then [`rest::serve`].
 
 pub mod authn;
 pub mod discovery;
+pub mod fieldvalidation;
 pub mod kubeconfig;
+pub mod openapi;
+pub mod patch;
 pub mod pki;
 pub mod registry;
 pub mod rest;
