@@ -6,6 +6,9 @@
 //! endpoints. Every REST path of the Kubernetes API answers with a Kubernetes `Status`: 401 for
 //! anonymous callers, 404 `NotFound` for resources not served yet. Start reading at
 //! [`server::serve`].
+//!
+//! For the REST handlers, not yet wired: the schemas and OpenAPI documents ([`openapi`]),
+//! strategic merge patch ([`patch`]) and field validation ([`fieldvalidation`]).
 
 pub mod authn;
 pub mod fieldvalidation;
