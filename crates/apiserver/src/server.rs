@@ -80,14 +80,17 @@ impl Apiserver {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
-        let objects = Objects::new(store.clone());
+        let openapi = Arc::new(crate::openapi::OpenApi::new(
+            crate::registry::catalog::served_resources(),
+        ));
+        let objects = Objects::new(store.clone(), openapi.clone());
         crate::rest::ensure_system_namespaces(&objects)
             .await
             .map_err(|e| ServeError::Bootstrap(e.message))?;
         Ok(Apiserver {
             listener,
             acceptor,
-            router: router(AppState { store, objects }),
+            router: router(AppState { store, objects }, openapi),
         })
     }
 
@@ -177,15 +180,16 @@ fn tls_config(pki: &Pki) -> Result<rustls::ServerConfig, ServeError> {
     Ok(config)
 }
 
-fn router(state: AppState) -> Router {
+fn router(state: AppState, openapi: Arc<crate::openapi::OpenApi>) -> Router {
     Router::new()
         .route("/version", get(version))
         .route("/healthz", get(live))
         .route("/livez", get(live))
         .route("/readyz", get(ready))
         .fallback(not_served)
-        .layer(middleware::from_fn(authenticate))
         .with_state(state)
+        .merge(openapi.router())
+        .layer(middleware::from_fn(authenticate))
 }
 
 /// Refuses anonymous requests outside the public paths with 401, as upstream does when

@@ -639,11 +639,30 @@ fn bad_input_gets_the_right_status() {
             &server,
             "PATCH",
             &format!("{cms}/a"),
-            "application/strategic-merge-patch+json",
+            "application/apply-patch+yaml",
             "{}"
         )),
         501
     );
+    // A strategic merge patch that is not an object is a 400; a good one applies.
+    assert_eq!(
+        code(send(
+            &server,
+            "PATCH",
+            &format!("{cms}/a"),
+            "application/strategic-merge-patch+json",
+            "[1]"
+        )),
+        400
+    );
+    let patched = send(
+        &server,
+        "PATCH",
+        &format!("{cms}/a"),
+        "application/strategic-merge-patch+json",
+        r#"{"data":{"k":"v"}}"#,
+    );
+    assert_eq!(patched["data"]["k"], "v", "{patched}");
     let status = send(
         &server,
         "POST",

@@ -343,13 +343,64 @@ fn parse_revision(rv: &str) -> Result<Revision, ApiError> {
         .ok_or_else(|| ApiError::bad_request(format!("invalid resource version: {rv:?}")))
 }
 
-/// Decodes a request body as an object (JSON or YAML by `Content-Type`).
-fn read_object(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+/// Decodes a request body as an object (JSON or YAML by `Content-Type`), checking its fields
+/// against the kind's schema as `fieldValidation` asks (Strict by default, as upstream): unknown
+/// fields are dropped (Ignore), dropped with a warning (Warn) or refused (Strict), and so are
+/// duplicate fields. Returns the object and the warnings to send back.
+fn read_object(
+    objects: &Objects,
+    info: &ResourceInfo,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Value, Vec<String>), ApiError> {
+    use crate::fieldvalidation::{BodyFormat, FieldValidation, decode_and_validate};
     let format = negotiate::body_format(headers)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the request body is empty"));
     }
-    negotiate::decode(body, format)
+    let mode = FieldValidation::parse(query.get("fieldValidation").map_or("", String::as_str))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let body_format = match format {
+        negotiate::Format::Json => BodyFormat::Json,
+        negotiate::Format::Yaml => {
+            negotiate::check_yaml_nesting(body)?;
+            BodyFormat::Yaml
+        }
+    };
+    let schemas = objects.openapi().schemas();
+    let gvk = crate::openapi::GroupVersionKind::new(info.group, info.version, info.kind);
+    match decode_and_validate(body, body_format, schemas.for_kind(&gvk), mode) {
+        Ok(decoded) => {
+            let warnings = decoded.warnings();
+            Ok((decoded.object, warnings))
+        }
+        // A body that does not even decode gets the decoder's usual message.
+        Err(crate::fieldvalidation::FieldValidationError::Decode(_)) => {
+            negotiate::decode(body, format).map(|obj| (obj, Vec::new()))
+        }
+        // Upstream's words: `ConfigMap in version "v1" cannot be handled as a ConfigMap: strict
+        // decoding error: unknown field "bogus"`.
+        Err(err) => Err(ApiError::new(
+            StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
+            "BadRequest",
+            format!(
+                "{} in version {:?} cannot be handled as a {}: {err}",
+                info.kind, info.version, info.kind
+            ),
+        )),
+    }
+}
+
+/// Adds `Warning: 299 - "..."` headers, as upstream sends field-validation warnings.
+fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for warning in warnings {
+        let text = format!("299 - {:?}", warning);
+        if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
 }
 
 fn shape_error(info: &ResourceInfo, detail: &str) -> ApiError {
@@ -723,7 +774,7 @@ impl Api<'_> {
     ) -> Result<Response, ApiError> {
         let dry = dry_run(query)?;
         let info = target.info;
-        let mut obj = read_object(headers, body)?;
+        let (mut obj, warnings) = read_object(self.objects, info, query, headers, body)?;
         meta::check_type(&mut obj, info)?;
         meta::set_namespace(&mut obj, info, target.namespace.as_deref())?;
         let namespace = target.namespace.clone().unwrap_or_default();
@@ -734,7 +785,10 @@ impl Api<'_> {
             .map_err(ApiError::bad_request)?;
         let obj = self.store_new(target, obj, dry).await?;
         let body = render::one(info, obj, accept.shape, include);
-        Ok(negotiate::respond(StatusCode::CREATED, &body, accept))
+        Ok(with_warnings(
+            negotiate::respond(StatusCode::CREATED, &body, accept),
+            &warnings,
+        ))
     }
 
     async fn store_new(
@@ -774,7 +828,7 @@ impl Api<'_> {
         accept: Accept,
     ) -> Result<Response, ApiError> {
         let info = target.info;
-        let mut obj = read_object(headers, body)?;
+        let (mut obj, warnings) = read_object(self.objects, info, query, headers, body)?;
         meta::check_type(&mut obj, info)?;
         meta::set_namespace(&mut obj, info, target.namespace.as_deref())?;
         let url_name = target.name.as_deref().unwrap_or_default();
@@ -789,8 +843,10 @@ impl Api<'_> {
             rv => Some(parse_revision(rv)?),
         };
         let new = obj;
-        self.write(target, query, accept, requested, move |_| Ok(new.clone()))
-            .await
+        let response = self
+            .write(target, query, accept, requested, move |_| Ok(new.clone()))
+            .await?;
+        Ok(with_warnings(response, &warnings))
     }
 
     async fn patch(
@@ -806,6 +862,7 @@ impl Api<'_> {
         enum Kind {
             Json(json_patch::Patch),
             Merge(Value),
+            Strategic(Value),
         }
         let kind = match media.as_str() {
             "application/json-patch+json" => {
@@ -818,15 +875,22 @@ impl Api<'_> {
                     ApiError::bad_request(format!("the merge patch is not valid JSON: {e}"))
                 })?)
             }
-            "application/strategic-merge-patch+json"
-            | "application/apply-patch+yaml"
-            | "application/apply-patch+cbor" => {
+            "application/strategic-merge-patch+json" => {
+                Kind::Strategic(serde_json::from_slice(body).map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "the strategic merge patch is not valid JSON: {e}"
+                    ))
+                })?)
+            }
+            "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
                 return Err(other_patch(&media));
             }
             other => return Err(negotiate::unsupported_media_type(other)),
         };
         let name = target.name.clone().unwrap_or_default();
         let namespace = target.namespace.clone();
+        let schemas = self.objects.openapi().schemas();
+        let gvk = crate::openapi::GroupVersionKind::new(info.group, info.version, info.kind);
         let apply = move |current: &Value| -> Result<Value, ApiError> {
             let mut doc = current.clone();
             match &kind {
@@ -834,6 +898,23 @@ impl Api<'_> {
                     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", e.to_string())
                 })?,
                 Kind::Merge(patch) => json_patch::merge(&mut doc, patch),
+                Kind::Strategic(patch) => {
+                    doc = crate::patch::strategic::apply_strategic_merge_patch(
+                        current,
+                        patch,
+                        schemas.for_kind(&gvk),
+                    )
+                    .map_err(|e| {
+                        let code = StatusCode::from_u16(e.http_status())
+                            .unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+                        let reason = if code == StatusCode::BAD_REQUEST {
+                            "BadRequest"
+                        } else {
+                            "Invalid"
+                        };
+                        ApiError::new(code, reason, e.to_string())
+                    })?
+                }
             }
             meta::check_type(&mut doc, info)?;
             meta::set_namespace(&mut doc, info, namespace.as_deref())?;
@@ -1143,7 +1224,7 @@ impl Api<'_> {
     }
 }
 
-/// The strategic-merge and apply patch types: one call site for the patch module to plug into.
+/// The apply patch type (server-side apply): one call site for the apply module to plug into.
 fn other_patch(media: &str) -> ApiError {
     ApiError::not_implemented(format!(
         "patch type {media} is not supported by rkube yet; use application/json-patch+json or application/merge-patch+json"

@@ -152,7 +152,7 @@ const MAX_YAML_FLOW_DEPTH: usize = 128;
 /// Refuses YAML whose flow collections nest deeper than [`MAX_YAML_FLOW_DEPTH`]. Brackets inside
 /// quoted scalars and comments are not counted; an unbalanced bracket in a plain scalar counts,
 /// which only matters past a hundred of them.
-fn check_yaml_nesting(body: &[u8]) -> Result<(), ApiError> {
+pub(crate) fn check_yaml_nesting(body: &[u8]) -> Result<(), ApiError> {
     let (mut depth, mut quote, mut comment, mut previous) = (0usize, None, false, b'\n');
     for &byte in body {
         match (quote, byte) {

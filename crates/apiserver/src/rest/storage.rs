@@ -11,10 +11,11 @@ use serde_json::Value;
 
 use crate::status::ApiError;
 
-/// Objects in the store.
+/// Objects in the store, and the schemas they are checked and patched against.
 #[derive(Clone)]
 pub struct Objects {
     store: Arc<dyn Store>,
+    openapi: Arc<crate::openapi::OpenApi>,
 }
 
 /// One page of a list.
@@ -66,9 +67,14 @@ pub fn internal(error: StoreError) -> ApiError {
 }
 
 impl Objects {
-    /// Objects over `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    /// Objects over `store`, with the schemas `openapi` publishes.
+    pub fn new(store: Arc<dyn Store>, openapi: Arc<crate::openapi::OpenApi>) -> Self {
+        Self { store, openapi }
+    }
+
+    /// The OpenAPI documents and schema model (built-ins plus registered custom resources).
+    pub fn openapi(&self) -> &Arc<crate::openapi::OpenApi> {
+        &self.openapi
     }
 
     /// The store, for writes.
