@@ -826,6 +826,48 @@ pub fn resources_of(group: &str, version: &str) -> impl Iterator<Item = &'static
         .filter(move |r| r.group == group && r.version == version)
 }
 
+/// The served resources as the OpenAPI documents describe them.
+pub fn served_resources() -> Vec<crate::openapi::ServedResource> {
+    use crate::openapi::{GroupVersionKind, ServedResource, ServedSubresource};
+    RESOURCES
+        .iter()
+        .map(|info| ServedResource {
+            group: info.group.into(),
+            version: info.version.into(),
+            kind: info.kind.into(),
+            plural: info.plural.into(),
+            namespaced: info.namespaced,
+            verbs: info.verbs.iter().map(|v| (*v).into()).collect(),
+            subresources: info
+                .subresources
+                .iter()
+                .map(|sub| ServedSubresource {
+                    name: sub.name.into(),
+                    kind: GroupVersionKind::new(
+                        if sub.group.is_empty() && sub.version.is_empty() {
+                            info.group
+                        } else {
+                            sub.group
+                        },
+                        if sub.version.is_empty() {
+                            info.version
+                        } else {
+                            sub.version
+                        },
+                        if sub.kind.is_empty() {
+                            info.kind
+                        } else {
+                            sub.kind
+                        },
+                    ),
+                    verbs: sub.verbs.iter().map(|v| (*v).into()).collect(),
+                })
+                .collect(),
+            strategic_merge_patch: true,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -879,46 +921,4 @@ mod tests {
             "deployments.apps"
         );
     }
-}
-
-/// The served resources as the OpenAPI documents describe them.
-pub fn served_resources() -> Vec<crate::openapi::ServedResource> {
-    use crate::openapi::{GroupVersionKind, ServedResource, ServedSubresource};
-    RESOURCES
-        .iter()
-        .map(|info| ServedResource {
-            group: info.group.into(),
-            version: info.version.into(),
-            kind: info.kind.into(),
-            plural: info.plural.into(),
-            namespaced: info.namespaced,
-            verbs: info.verbs.iter().map(|v| (*v).into()).collect(),
-            subresources: info
-                .subresources
-                .iter()
-                .map(|sub| ServedSubresource {
-                    name: sub.name.into(),
-                    kind: GroupVersionKind::new(
-                        if sub.group.is_empty() && sub.version.is_empty() {
-                            info.group
-                        } else {
-                            sub.group
-                        },
-                        if sub.version.is_empty() {
-                            info.version
-                        } else {
-                            sub.version
-                        },
-                        if sub.kind.is_empty() {
-                            info.kind
-                        } else {
-                            sub.kind
-                        },
-                    ),
-                    verbs: sub.verbs.iter().map(|v| (*v).into()).collect(),
-                })
-                .collect(),
-            strategic_merge_patch: true,
-        })
-        .collect()
 }
