@@ -10,6 +10,7 @@ pub mod authn;
 pub mod discovery;
 pub mod kubeconfig;
 pub mod pki;
+pub mod protobuf;
 pub mod registry;
 pub mod rest;
 pub mod server;

@@ -213,11 +213,13 @@ async fn serve_inner(objects: &Objects, request: Request) -> Result<Response, Ap
                 .await
         }
         "delete" => {
-            let body = read_body(&parts.headers, body).await?;
+            let body =
+                negotiate::json_body(&parts.headers, read_body(&parts.headers, body).await?)?;
             api.delete(&target, &query, &body, accept).await
         }
         "deletecollection" => {
-            let body = read_body(&parts.headers, body).await?;
+            let body =
+                negotiate::json_body(&parts.headers, read_body(&parts.headers, body).await?)?;
             api.delete_collection(&target, &query, &body, accept).await
         }
         _ => Err(ApiError::method_not_allowed()),
