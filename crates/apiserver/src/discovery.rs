@@ -135,8 +135,8 @@ fn aggregated(core: bool, shape: Shape) -> Value {
 pub fn serve(doc: Doc, accept: Accept, headers: &HeaderMap) -> Result<Response, ApiError> {
     let aggregated_shape = matches!(accept.shape, Shape::DiscoveryV2 | Shape::DiscoveryV2Beta1);
     let plain = Accept {
-        format: accept.format,
         shape: Shape::Object,
+        ..accept
     };
     let (body, accept) = match doc {
         Doc::CoreVersions if aggregated_shape => (aggregated(true, accept.shape), accept),

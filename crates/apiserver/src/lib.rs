@@ -15,6 +15,7 @@ pub mod kubeconfig;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
+pub mod protobuf;
 pub mod registry;
 pub mod rest;
 pub mod server;

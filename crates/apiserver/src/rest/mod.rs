@@ -222,11 +222,13 @@ async fn serve_inner(objects: &Objects, request: Request) -> Result<Response, Ap
                 .await
         }
         "delete" => {
-            let body = read_body(&parts.headers, body).await?;
+            let body =
+                negotiate::json_body(&parts.headers, read_body(&parts.headers, body).await?)?;
             api.delete(&target, &query, &body, accept).await
         }
         "deletecollection" => {
-            let body = read_body(&parts.headers, body).await?;
+            let body =
+                negotiate::json_body(&parts.headers, read_body(&parts.headers, body).await?)?;
             api.delete_collection(&target, &query, &body, accept).await
         }
         _ => Err(ApiError::method_not_allowed()),
@@ -343,7 +345,7 @@ fn parse_revision(rv: &str) -> Result<Revision, ApiError> {
         .ok_or_else(|| ApiError::bad_request(format!("invalid resource version: {rv:?}")))
 }
 
-/// Decodes a request body as an object (JSON or YAML by `Content-Type`), checking its fields
+/// Decodes a request body as an object (JSON, YAML or protobuf by `Content-Type`), checking its fields
 /// against the kind's schema as `fieldValidation` asks (Strict by default, as upstream): unknown
 /// fields are dropped (Ignore), dropped with a warning (Warn) or refused (Strict), and so are
 /// duplicate fields. Returns the object and the warnings to send back.
@@ -366,6 +368,11 @@ fn read_object(
         negotiate::Format::Yaml => {
             negotiate::check_yaml_nesting(body)?;
             BodyFormat::Yaml
+        }
+        // Protobuf has no unknown or duplicate fields to report: its decoder keeps only the
+        // fields the kind's message declares.
+        negotiate::Format::Protobuf => {
+            return negotiate::decode(body, format).map(|obj| (obj, Vec::new()));
         }
     };
     let schemas = objects.openapi().schemas();

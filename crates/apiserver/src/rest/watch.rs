@@ -20,7 +20,7 @@ use rkube_store::{Error as StoreError, EventType, Revision, WatchItem};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::negotiate::{Accept, Shape};
+use super::negotiate::{Accept, Format, Shape};
 use super::render::{self, IncludeObject};
 use super::storage::{self, Objects};
 use super::{Filter, Query, Target, flag, parse_revision};
@@ -106,8 +106,23 @@ pub async fn serve(
         "" | "0" => 0,
         rv => parse_revision(rv)?,
     };
+    // One format for the whole stream: protobuf frames when asked for and the kind has a
+    // protobuf form (custom resources do not), else JSON lines.
+    let protobuf = accept.format == Format::Protobuf
+        && crate::protobuf::supports(&info.api_version(), info.kind);
+    if accept.format == Format::Protobuf && !protobuf && !accept.json_fallback {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "NotAcceptable",
+            format!(
+                "{} has no protobuf form; accept application/json",
+                info.kind
+            ),
+        ));
+    }
     let watcher = Watcher {
         objects: objects.clone(),
+        protobuf,
         info,
         prefix: info.prefix(target.namespace.as_deref()),
         filter,
@@ -135,13 +150,19 @@ pub async fn serve(
     let mut response = (StatusCode::OK, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
+        HeaderValue::from_static(if protobuf {
+            crate::protobuf::WATCH_MEDIA_TYPE
+        } else {
+            "application/json"
+        }),
     );
     Ok(response)
 }
 
 struct Watcher {
     objects: Objects,
+    /// Length-prefixed protobuf `WatchEvent`s instead of JSON lines.
+    protobuf: bool,
     info: &'static ResourceInfo,
     prefix: String,
     filter: Filter,
@@ -159,6 +180,22 @@ impl Watcher {
             "BOOKMARK" | "ERROR" => obj,
             _ => render::one(self.info, obj, self.shape, self.include),
         };
+        if self.protobuf {
+            match crate::protobuf::encode_watch_event(kind, &object) {
+                Ok(frame) => return Bytes::from(frame),
+                Err(e) => {
+                    // Only a stored object that does not fit its own schema gets here.
+                    tracing::error!(error = %e, "a watch event cannot be encoded as protobuf");
+                    let status = ApiError::internal(format!(
+                        "Internal error occurred: the object cannot be encoded as protobuf: {e}"
+                    ))
+                    .to_status();
+                    return Bytes::from(
+                        crate::protobuf::encode_watch_event("ERROR", &status).unwrap_or_default(),
+                    );
+                }
+            }
+        }
         let mut line =
             serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
         line.push(b'\n');
