@@ -331,7 +331,8 @@ fn crictl_lists_pulls_inspects_and_removes() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         text.contains("RuntimeName:  rkube") && text.contains("RuntimeApiVersion:  v1"),
-        "{text}"
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let out = crictl(&["info"]);
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
