@@ -1,5 +1,6 @@
 //! Bad input and load that must not take the apiserver down: 10,000 idle watches (each still
-//! gets the next event) and headers far too large.
+//! gets the next event), a watcher that never reads while large objects are written (what the
+//! server keeps for it stops growing; it keeps answering), and headers far too large.
 //! Memory figures are printed, and only checked against generous bounds; nothing is timed.
 
 mod common;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::Apiserver;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -17,7 +18,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 /// An HTTP/2 connection to the server as the admin.
-async fn connect(server: &Apiserver) -> http2::SendRequest<Empty<Bytes>> {
+async fn connect(server: &Apiserver) -> http2::SendRequest<Full<Bytes>> {
     let read = |f: &str| std::fs::read(server.tls(f)).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&read("server-ca.crt")) {
@@ -50,9 +51,16 @@ async fn connect(server: &Apiserver) -> http2::SendRequest<Empty<Bytes>> {
     sender
 }
 
-fn get(path: &str) -> Request<Empty<Bytes>> {
+fn get(path: &str) -> Request<Full<Bytes>> {
     Request::get(format!("https://127.0.0.1{path}"))
-        .body(Empty::new())
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+fn post(path: &str, body: String) -> Request<Full<Bytes>> {
+    Request::post(format!("https://127.0.0.1{path}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
         .unwrap()
 }
 
@@ -125,6 +133,53 @@ async fn ten_thousand_idle_watches_each_get_the_next_event() {
     }
     assert_eq!(delivered, WATCHES);
     println!("apiserver RSS after the fan-out: {:.1} MiB", rss_mib(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_never_reads_does_not_grow_the_server() {
+    let server = Apiserver::start();
+    let pid = server.child.id();
+    // Opened on its own connection, never read.
+    let mut watcher = connect(&server).await;
+    let stalled = watcher
+        .send_request(get("/api/v1/namespaces/default/configmaps?watch=1"))
+        .await
+        .unwrap();
+    let mut writer = connect(&server).await;
+    let value = "x".repeat(1 << 20);
+    let mut write_mib = async |from: usize, count: usize| {
+        for i in from..from + count {
+            writer.ready().await.unwrap();
+            let response = writer
+                .send_request(post(
+                    "/api/v1/namespaces/default/configmaps",
+                    format!(r#"{{"metadata":{{"name":"big-{i}"}},"data":{{"v":"{value}"}}}}"#),
+                ))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201, "write {i}");
+            let _ = response.into_body().collect().await;
+        }
+    };
+    // Whatever the server keeps for a stalled watcher must stop growing: what 150 more MiB of
+    // events add once it has seen 150 MiB is small.
+    let before = rss_mib(pid);
+    write_mib(0, 150).await;
+    let middle = rss_mib(pid);
+    write_mib(150, 150).await;
+    let after = rss_mib(pid);
+    println!(
+        "apiserver RSS with a stalled watcher: {before:.1} MiB before, {middle:.1} MiB after 150 MiB of events, {after:.1} MiB after 300 MiB"
+    );
+    assert!(
+        after - middle < 60.0,
+        "the stalled watcher's events are being buffered: +{:.0} MiB for the second 150 MiB",
+        after - middle
+    );
+    // The server still answers.
+    let out = server.curl(&["/readyz"], false);
+    assert_eq!(out.stdout, b"ok");
+    drop(stalled);
 }
 
 #[test]

@@ -21,13 +21,21 @@ use crate::{Error, Event, ProgressRequester, Result, Revision, WatchItem, WatchS
 
 /// Batches the hub keeps for slow watchers before they must catch up from the file.
 const HUB_CAPACITY: usize = 1024;
+/// Largest batch (keys and values, new and previous) the hub carries itself. A stalled watcher
+/// pins every message the hub holds, so larger batches are announced by revision only and read
+/// from the history: the hub never holds more than `HUB_CAPACITY` × this.
+const INLINE_BATCH_BYTES: usize = 64 << 10;
 /// History records read per catch-up transaction.
 const CATCH_UP_CHUNK: usize = 5000;
+/// Bytes of events read per catch-up transaction (a chunk of large objects stops early).
+const CATCH_UP_BYTES: usize = 4 << 20;
 
 #[derive(Clone)]
 pub(crate) enum HubMessage {
     /// A committed batch, and the revision it brought the store to.
     Events(Arc<[Event]>, Revision),
+    /// A committed batch too large to carry: its events are in the history, up to this revision.
+    Committed(Revision),
     /// Nothing is pending up to this revision.
     Progress(Revision),
 }
@@ -48,9 +56,15 @@ impl Hub {
 
     /// Makes `revision` current and hands `events` to every watcher.
     pub(crate) fn publish(&self, current: &AtomicI64, revision: Revision, events: Vec<Event>) {
+        let bytes: usize = events.iter().map(event_bytes).sum();
+        let message = if bytes > INLINE_BATCH_BYTES {
+            HubMessage::Committed(revision)
+        } else {
+            HubMessage::Events(events.into(), revision)
+        };
         if let Ok(tx) = self.tx.lock() {
             current.store(revision, Ordering::Release);
-            let _ = tx.send(HubMessage::Events(events.into(), revision));
+            let _ = tx.send(message);
         } else {
             current.store(revision, Ordering::Release);
         }
@@ -69,6 +83,11 @@ impl Hub {
             .map(|tx| tx.subscribe())
             .map_err(|_| Error::Closed)
     }
+}
+
+/// What an event holds in memory, roughly.
+fn event_bytes(event: &Event) -> usize {
+    event.kv.key.len() + event.kv.value.len() + event.prev.as_ref().map_or(0, |p| p.value.len())
 }
 
 /// Sends a progress message to idle watchers every `every`, until the store is gone.
@@ -218,6 +237,11 @@ impl WatchState {
 
     /// Queues what a hub message holds for this watch.
     fn take(&mut self, message: HubMessage) {
+        if self.catching_up {
+            // The history read next covers this message too; taking it now would move `seen`
+            // past events still to be read.
+            return;
+        }
         match message {
             HubMessage::Events(events, revision) => {
                 for event in events.iter() {
@@ -226,6 +250,11 @@ impl WatchState {
                     }
                 }
                 self.seen = self.seen.max(revision);
+            }
+            HubMessage::Committed(revision) => {
+                if revision > self.seen {
+                    self.catching_up = true;
+                }
             }
             HubMessage::Progress(revision) => {
                 self.seen = self.seen.max(revision);
@@ -257,6 +286,7 @@ fn read_history(
     let mut events = Vec::new();
     let mut upto = current;
     let mut scanned = 0;
+    let mut bytes = 0;
     for entry in log
         .range((after as u64 + 1)..=(current as u64))
         .map_err(read_failed)?
@@ -265,15 +295,75 @@ fn read_history(
         let (revision, raw) = (revision.value() as Revision, raw.value());
         let key = codec::event_key(raw).map_err(|e| corrupt_record(&core.path, e))?;
         if key.starts_with(prefix.as_bytes()) {
-            events.push(
-                codec::decode_event(revision, raw).map_err(|e| corrupt_record(&core.path, e))?,
-            );
+            let event =
+                codec::decode_event(revision, raw).map_err(|e| corrupt_record(&core.path, e))?;
+            bytes += event_bytes(&event);
+            events.push(event);
         }
         scanned += 1;
-        if scanned == CATCH_UP_CHUNK && revision < current {
+        if (scanned == CATCH_UP_CHUNK || bytes >= CATCH_UP_BYTES) && revision < current {
             upto = revision;
             return Ok((events, upto, true));
         }
     }
     Ok((events, upto, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use futures::StreamExt;
+
+    use crate::embedded::EmbeddedStore;
+    use crate::{Store, WatchItem};
+
+    /// Large batches travel by revision and are read from the history: a watcher still gets every
+    /// event exactly once and in order, mixed with small ones, whether it reads each at once or
+    /// finds a backlog of both kinds on the hub.
+    #[tokio::test]
+    async fn large_and_small_writes_arrive_in_order_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path().join("db")).unwrap();
+        let mut watch = store.watch("/k/", 1).await.unwrap();
+        let big = Bytes::from(vec![7u8; 300 << 10]);
+        let mut next_event = async || loop {
+            if let WatchItem::Event(event) = watch.next().await.unwrap().unwrap() {
+                return event;
+            }
+        };
+        let mut i = 0;
+        let mut write = async |value: Bytes| {
+            i += 1;
+            let revision = store
+                .create(&format!("/k/{i:03}"), value.clone())
+                .await
+                .unwrap();
+            (revision, value)
+        };
+        // Read at once after each write (the watch follows the hub between writes).
+        for n in 0..6 {
+            let value = if n % 2 == 0 {
+                big.clone()
+            } else {
+                Bytes::from_static(b"small")
+            };
+            let (revision, value) = write(value).await;
+            let event = next_event().await;
+            assert_eq!((event.revision(), &event.kv.value), (revision, &value));
+        }
+        // A backlog: small, big, small, small, big, small, waiting on the hub.
+        let mut expected = Vec::new();
+        for n in 0..12 {
+            let value = if n % 3 == 1 {
+                big.clone()
+            } else {
+                Bytes::from_static(b"small")
+            };
+            expected.push(write(value).await);
+        }
+        for (revision, value) in expected {
+            let event = next_event().await;
+            assert_eq!((event.revision(), &event.kv.value), (revision, &value));
+        }
+    }
 }
