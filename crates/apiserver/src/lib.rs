@@ -6,6 +6,7 @@
 //! discovery ([`discovery`]) and the REST API for the built-in resources ([`rest`] over the
 //! resource rules in [`registry`]). Start reading at [`server::Apiserver`], then [`rest::serve`].
 
+pub mod allocator;
 pub mod authn;
 pub mod discovery;
 pub mod kubeconfig;

@@ -20,8 +20,10 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use crate::allocator::{Cidr, ServiceAllocator, ensure_kubernetes_service};
 use crate::authn::{UserInfo, is_public_path};
 use crate::pki::Pki;
+use crate::rest::hooks::Hooks;
 use crate::rest::storage::Objects;
 use crate::status::ApiError;
 
@@ -48,8 +50,8 @@ pub enum ServeError {
     /// A PEM file could not be decoded.
     #[error("the serving certificate or key is not valid PEM")]
     Pem(#[source] rustls::pki_types::pem::Error),
-    /// The system namespaces could not be created.
-    #[error("creating the system namespaces failed: {0}")]
+    /// The system namespaces, the `kubernetes` Service or the allocations could not be set up.
+    #[error("setting up the cluster's built-in objects failed: {0}")]
     Bootstrap(String),
     /// The client CA could not be turned into a verifier.
     #[error("the cluster CA cannot verify client certificates")]
@@ -60,6 +62,26 @@ pub enum ServeError {
 struct AppState {
     store: Arc<dyn Store>,
     objects: Objects,
+    hooks: Arc<Hooks>,
+}
+
+/// What the cluster's configuration gives the server.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The range Service cluster IPs come from (`--service-cidr`).
+    pub service_cidr: Cidr,
+    /// The address other clients reach this apiserver at: the `kubernetes` Service's endpoint.
+    pub advertise_ip: std::net::IpAddr,
+}
+
+impl Options {
+    /// The defaults of `rkube server`: services from 10.43.0.0/16, advertised on loopback.
+    pub fn new(advertise_ip: std::net::IpAddr) -> Self {
+        Self {
+            service_cidr: Cidr::parse("10.43.0.0/16").expect("the default CIDR parses"),
+            advertise_ip,
+        }
+    }
 }
 
 /// A bound apiserver, ready to [`Apiserver::run`].
@@ -75,6 +97,7 @@ impl Apiserver {
         addr: SocketAddr,
         pki: &Pki,
         store: Arc<dyn Store>,
+        options: Options,
     ) -> Result<Apiserver, ServeError> {
         let acceptor = TlsAcceptor::from(Arc::new(tls_config(pki)?));
         let listener = TcpListener::bind(addr)
@@ -84,10 +107,29 @@ impl Apiserver {
         crate::rest::ensure_system_namespaces(&objects)
             .await
             .map_err(|e| ServeError::Bootstrap(e.message))?;
+        let allocator = ServiceAllocator::new(options.service_cidr);
+        allocator
+            .repair(&objects)
+            .await
+            .map_err(|e| ServeError::Bootstrap(e.message))?;
+        let port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(addr.port());
+        let advertise = SocketAddr::new(options.advertise_ip, port);
+        ensure_kubernetes_service(&objects, &allocator, advertise)
+            .await
+            .map_err(|e| ServeError::Bootstrap(e.message))?;
+        let mut hooks = Hooks::none();
+        hooks.insert("", "services", allocator);
         Ok(Apiserver {
             listener,
             acceptor,
-            router: router(AppState { store, objects }),
+            router: router(AppState {
+                store,
+                objects,
+                hooks: Arc::new(hooks),
+            }),
         })
     }
 
@@ -260,7 +302,7 @@ async fn not_served(State(state): State<AppState>, request: Request) -> Response
         || path == "/apis"
         || path.starts_with("/apis/");
     if api {
-        return crate::rest::serve(&state.objects, request).await;
+        return crate::rest::serve_with_hooks(&state.objects, &state.hooks, request).await;
     }
     ApiError::not_served(path).into_response()
 }

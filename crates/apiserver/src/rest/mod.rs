@@ -7,6 +7,7 @@
 //! shared metadata rules ([`crate::registry::meta`]). Reads go through [`storage::Objects`];
 //! watches are in [`watch`]. Start at [`serve`].
 
+pub mod hooks;
 pub mod negotiate;
 pub mod pagination;
 pub mod render;
@@ -153,13 +154,26 @@ fn flag(query: &Query, name: &str) -> bool {
 
 /// Serves one request under `/api` or `/apis`.
 pub async fn serve(objects: &Objects, request: Request) -> Response {
-    match serve_inner(objects, request).await {
+    serve_with_hooks(objects, &hooks::Hooks::none(), request).await
+}
+
+/// [`serve`] with the store hooks of the resources that have them (Service IPs).
+pub async fn serve_with_hooks(
+    objects: &Objects,
+    hooks: &hooks::Hooks,
+    request: Request,
+) -> Response {
+    match serve_inner(objects, hooks, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn serve_inner(objects: &Objects, request: Request) -> Result<Response, ApiError> {
+async fn serve_inner(
+    objects: &Objects,
+    hooks: &hooks::Hooks,
+    request: Request,
+) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let route = route(parts.uri.path())?;
     let accept = Accept::from_headers(&parts.headers)?;
@@ -192,7 +206,7 @@ async fn serve_inner(objects: &Objects, request: Request) -> Result<Response, Ap
             info.plural
         )));
     }
-    let api = Api { objects };
+    let api = Api { objects, hooks };
     match verb {
         "get" => api.get(&target, &query, accept).await,
         "list" => api.list(&target, &query, accept).await,
@@ -538,6 +552,7 @@ enum Deleted {
 
 struct Api<'a> {
     objects: &'a Objects,
+    hooks: &'a hooks::Hooks,
 }
 
 impl Api<'_> {
@@ -722,10 +737,23 @@ impl Api<'_> {
         let namespace = target.namespace.clone().unwrap_or_default();
         self.check_namespace(info, &namespace, str_at(&obj, "/metadata/name"))
             .await?;
-        let obj = admit_create(info, obj)?;
+        let mut obj = admit_create(info, obj)?;
         let include = IncludeObject::parse(query.get("includeObject").map(String::as_str))
             .map_err(ApiError::bad_request)?;
-        let obj = self.store_new(target, obj, dry).await?;
+        let hooks = self.hooks.of(info);
+        let claims = match hooks {
+            Some(h) => h.before_create(self.objects, &mut obj, dry).await?,
+            None => Vec::new(),
+        };
+        let obj = match self.store_new(target, obj, dry).await {
+            Ok(obj) => obj,
+            Err(e) => {
+                if let Some(h) = hooks {
+                    h.rollback(self.objects, claims).await;
+                }
+                return Err(e);
+            }
+        };
         let body = render::one(info, obj, accept.shape, include);
         Ok(negotiate::respond(StatusCode::CREATED, &body, accept))
     }
@@ -896,17 +924,28 @@ impl Api<'_> {
                 let body = render::one(info, old, accept.shape, include);
                 return Ok(negotiate::respond(StatusCode::OK, &body, accept));
             }
+            let hooks = self.hooks.of(info).filter(|_| target.subresource.is_none());
+            let claims = match hooks {
+                Some(h) => h.before_update(self.objects, &mut new, &old, dry).await?,
+                None => Vec::new(),
+            };
             if dry {
                 storage::set_resource_version(&mut new, revision);
                 let body = render::one(info, new, accept.shape, include);
                 return Ok(negotiate::respond(StatusCode::OK, &body, accept));
             }
-            match self
+            let written = self
                 .objects
                 .store()
                 .update(&key, storage::encode(&new), revision)
-                .await
-            {
+                .await;
+            if let Some(h) = hooks {
+                match &written {
+                    Ok(_) => h.after_update(self.objects, &new, &old).await,
+                    Err(_) => h.rollback(self.objects, claims).await,
+                }
+            }
+            match written {
                 Ok(new_revision) => {
                     storage::set_resource_version(&mut new, new_revision);
                     // The last finalizer of an object being deleted is gone: delete it now.
@@ -921,8 +960,12 @@ impl Api<'_> {
                             == 0
                     {
                         match self.objects.store().delete(&key, Some(new_revision)).await {
-                            Ok(_)
-                            | Err(StoreError::NotFound { .. } | StoreError::Conflict { .. }) => {}
+                            Ok(_) => {
+                                if let Some(h) = self.hooks.of(info) {
+                                    h.after_delete(self.objects, &new).await;
+                                }
+                            }
+                            Err(StoreError::NotFound { .. } | StoreError::Conflict { .. }) => {}
                             Err(e) => return Err(internal(e)),
                         }
                     }
@@ -1074,6 +1117,9 @@ impl Api<'_> {
             }
             match self.objects.store().delete(&key, Some(revision)).await {
                 Ok((rev, _)) => {
+                    if let Some(h) = self.hooks.of(info) {
+                        h.after_delete(self.objects, &old).await;
+                    }
                     let mut gone = old;
                     storage::set_resource_version(&mut gone, rev);
                     return Ok(Deleted::Removed(gone));

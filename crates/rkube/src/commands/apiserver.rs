@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use rkube_apiserver::{kubeconfig, pki::Pki, server::Apiserver};
+use rkube_apiserver::allocator::Cidr;
+use rkube_apiserver::server::{Apiserver, Options};
+use rkube_apiserver::{kubeconfig, pki::Pki};
 use rkube_store::{Store, compactor, embedded, etcd::EtcdStore};
 
 /// `rkube apiserver` flags (DESIGN.md §4).
@@ -34,6 +36,14 @@ pub struct ApiserverArgs {
     /// Extra names or addresses for the serving certificate.
     #[arg(long = "tls-san")]
     tls_san: Vec<String>,
+    /// The IPv4 range Service cluster IPs come from; its first address is the `kubernetes`
+    /// Service's.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    service_cidr: String,
+    /// The address other clients reach this apiserver at (the `kubernetes` Service's endpoint);
+    /// default: the bind address, or this host's primary address when binding all.
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
 }
 
 /// Runs the apiserver until SIGINT or SIGTERM.
@@ -65,8 +75,16 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         .await?
         .context("preparing the cluster certificates")?;
 
+    let service_cidr = Cidr::parse(&args.service_cidr)?;
+    let advertise_ip = args
+        .advertise_address
+        .unwrap_or_else(|| advertise_address(args.bind_address));
+    let options = Options {
+        service_cidr,
+        advertise_ip,
+    };
     let addr = SocketAddr::new(args.bind_address, args.https_port);
-    let server = Apiserver::bind(addr, &pki, store).await?;
+    let server = Apiserver::bind(addr, &pki, store, options).await?;
     let bound = server.local_addr()?;
     let host = if args.bind_address.is_unspecified() {
         "127.0.0.1".to_owned()
@@ -92,6 +110,24 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     serving.abort();
     compactor.abort();
     Ok(())
+}
+
+/// The bind address when it is one; otherwise the address this host would use to reach other
+/// hosts (the source the kernel picks for a route to a documentation address: a UDP "connect"
+/// sends nothing), or loopback on a host without routes.
+fn advertise_address(bind: IpAddr) -> IpAddr {
+    if !bind.is_unspecified() {
+        return bind;
+    }
+    let probe = || -> std::io::Result<IpAddr> {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        socket.connect("192.0.2.1:9")?;
+        Ok(socket.local_addr()?.ip())
+    };
+    probe()
+        .ok()
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
 async fn shutdown_signal() {

@@ -1,6 +1,7 @@
 //! Service: an RFC 1123 label name, type and port rules, defaults (type ClusterIP, protocol TCP,
-//! targetPort = port, session affinity None). ClusterIP and NodePort allocation are not done
-//! yet: a Service without `clusterIP` keeps none until the allocator lands.
+//! targetPort = port, session affinity None), and what an update keeps of the allocated values.
+//! The allocation itself (cluster IPs, node ports) needs the store and is in
+//! [`crate::allocator`].
 
 use k8s_openapi::api::core::v1::Service;
 use serde_json::{Value, json};
@@ -41,6 +42,74 @@ impl Strategy for ServiceStrategy {
 
     fn prepare_for_create(&self, obj: &mut Value) {
         obj["status"] = json!({"loadBalancer": {}});
+    }
+
+    /// Upstream's `patchAllocatedValues` and `dropTypeDependentFields`: a client that leaves out
+    /// the allocated IP or node ports (a `kubectl replace` of the original manifest) keeps them;
+    /// a type change drops what the new type does not use, so it is released.
+    fn prepare_for_update(&self, new: &mut Value, old: &Value) {
+        let (new_type, old_type) = (
+            str_at(new, "/spec/type").to_owned(),
+            str_at(old, "/spec/type").to_owned(),
+        );
+        let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
+            return;
+        };
+        let old_spec = old.get("spec").cloned().unwrap_or(json!({}));
+        const IP_FIELDS: [&str; 4] = ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"];
+        if new_type != "ExternalName" && old_type != "ExternalName" {
+            let unset = |spec: &serde_json::Map<String, Value>, f: &str| {
+                spec.get(f).is_none_or(|v| {
+                    v.is_null() || v.as_str() == Some("") || v.as_array().is_some_and(Vec::is_empty)
+                })
+            };
+            if unset(spec, "clusterIP") && unset(spec, "clusterIPs") {
+                for f in IP_FIELDS {
+                    if unset(spec, f)
+                        && let Some(v) = old_spec.get(f)
+                    {
+                        spec.insert(f.into(), v.clone());
+                    }
+                }
+            }
+        } else if new_type == "ExternalName" && old_type != "ExternalName" {
+            for f in IP_FIELDS {
+                if spec.get(f) == old_spec.get(f) {
+                    spec.remove(f);
+                }
+            }
+        }
+        let old_ports = old_spec
+            .get("ports")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let node_port_types = ["NodePort", "LoadBalancer"];
+        let new_uses = node_port_types.contains(&new_type.as_str());
+        let old_used = node_port_types.contains(&old_type.as_str());
+        if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+            for p in ports.iter_mut() {
+                let Some(map) = p.as_object_mut() else {
+                    continue;
+                };
+                let same = old_ports.iter().find(|o| {
+                    o.get("port") == map.get("port")
+                        && o.get("protocol").unwrap_or(&json!("TCP"))
+                            == map.get("protocol").unwrap_or(&json!("TCP"))
+                });
+                let old_node_port = same.and_then(|o| o.get("nodePort")).cloned();
+                let unset = map
+                    .get("nodePort")
+                    .is_none_or(|v| v.is_null() || v.as_i64() == Some(0));
+                if new_uses && old_used && unset {
+                    if let Some(np) = old_node_port {
+                        map.insert("nodePort".into(), np);
+                    }
+                } else if !new_uses && old_used && map.get("nodePort") == old_node_port.as_ref() {
+                    map.remove("nodePort");
+                }
+            }
+        }
     }
 
     fn validate(&self, obj: &Value) -> FieldErrors {
