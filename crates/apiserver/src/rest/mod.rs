@@ -13,6 +13,7 @@ pub mod pagination;
 pub mod render;
 pub mod selector;
 pub mod storage;
+pub mod subresource;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -198,15 +199,10 @@ async fn serve_inner(
     if !allowed {
         return Err(ApiError::method_not_allowed());
     }
-    if let Some(sub) = &target.subresource
-        && sub != "status"
-    {
-        return Err(ApiError::not_implemented(format!(
-            "the {}/{sub} subresource is not served by rkube yet",
-            info.plural
-        )));
-    }
     let api = Api { objects, hooks };
+    if target.subresource.as_deref().is_some_and(|s| s != "status") {
+        return subresource::serve(&api, &target, verb, &query, &parts.headers, body, accept).await;
+    }
     match verb {
         "get" => api.get(&target, &query, accept).await,
         "list" => api.list(&target, &query, accept).await,
@@ -884,12 +880,27 @@ impl Api<'_> {
         requested: Option<Revision>,
         change: impl Fn(&Value) -> Result<Value, ApiError>,
     ) -> Result<Response, ApiError> {
-        let dry = dry_run(query)?;
+        let include = IncludeObject::parse(query.get("includeObject").map(String::as_str))
+            .map_err(ApiError::bad_request)?;
+        let (code, obj) = self
+            .write_value(target, dry_run(query)?, requested, change)
+            .await?;
+        let body = render::one(target.info, obj, accept.shape, include);
+        Ok(negotiate::respond(code, &body, accept))
+    }
+
+    /// [`Api::write`] answering with the written object (also for subresources that show the
+    /// object in another shape, like `scale`).
+    async fn write_value(
+        &self,
+        target: &Target,
+        dry: bool,
+        requested: Option<Revision>,
+        change: impl Fn(&Value) -> Result<Value, ApiError>,
+    ) -> Result<(StatusCode, Value), ApiError> {
         let info = target.info;
         let name = target.name.as_deref().unwrap_or_default();
         let key = self.key(target, name);
-        let include = IncludeObject::parse(query.get("includeObject").map(String::as_str))
-            .map_err(ApiError::bad_request)?;
         for _ in 0..WRITE_ATTEMPTS {
             let Some((old, revision)) = self.objects.get(&key).await? else {
                 if target.subresource.is_none()
@@ -902,8 +913,7 @@ impl Api<'_> {
                     self.check_namespace(info, &namespace, name).await?;
                     let obj = admit_create(info, obj)?;
                     let obj = self.store_new(target, obj, dry).await?;
-                    let body = render::one(info, obj, accept.shape, include);
-                    return Ok(negotiate::respond(StatusCode::CREATED, &body, accept));
+                    return Ok((StatusCode::CREATED, obj));
                 }
                 return Err(not_found(info, name));
             };
@@ -921,8 +931,7 @@ impl Api<'_> {
                 _ => admit_update(info, wanted, &old)?,
             };
             if same_object(&new, &old) {
-                let body = render::one(info, old, accept.shape, include);
-                return Ok(negotiate::respond(StatusCode::OK, &body, accept));
+                return Ok((StatusCode::OK, old));
             }
             let hooks = self.hooks.of(info).filter(|_| target.subresource.is_none());
             let claims = match hooks {
@@ -931,8 +940,7 @@ impl Api<'_> {
             };
             if dry {
                 storage::set_resource_version(&mut new, revision);
-                let body = render::one(info, new, accept.shape, include);
-                return Ok(negotiate::respond(StatusCode::OK, &body, accept));
+                return Ok((StatusCode::OK, new));
             }
             let written = self
                 .objects
@@ -969,8 +977,7 @@ impl Api<'_> {
                             Err(e) => return Err(internal(e)),
                         }
                     }
-                    let body = render::one(info, new, accept.shape, include);
-                    return Ok(negotiate::respond(StatusCode::OK, &body, accept));
+                    return Ok((StatusCode::OK, new));
                 }
                 Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
                 Err(StoreError::Conflict { .. }) => return Err(conflict(info, name)),

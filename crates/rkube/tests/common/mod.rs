@@ -5,9 +5,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The binary under test: `RKUBE_BIN` when set (a copy that a concurrent build in a shared
+/// target directory cannot replace mid-run), else the one cargo built.
+pub fn rkube_bin() -> PathBuf {
+    std::env::var_os("RKUBE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rkube")))
+}
+
 pub fn spawn(dir: &Path) -> (Child, u16) {
     let port = rkube_testsupport::free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_rkube"))
+    let child = Command::new(rkube_bin())
         .args(["apiserver", "--bind-address", "127.0.0.1"])
         .arg("--https-port")
         .arg(port.to_string())
