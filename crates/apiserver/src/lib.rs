@@ -16,3 +16,4 @@ pub mod registry;
 pub mod rest;
 pub mod server;
 pub mod status;
+pub mod token;

@@ -26,6 +26,7 @@ use crate::pki::Pki;
 use crate::rest::hooks::Hooks;
 use crate::rest::storage::Objects;
 use crate::status::ApiError;
+use crate::token::ServerToken;
 
 /// The Kubernetes version whose API rkube serves (k8s-openapi's `latest`).
 pub const KUBERNETES_MAJOR: &str = "1";
@@ -63,6 +64,7 @@ struct AppState {
     store: Arc<dyn Store>,
     objects: Objects,
     hooks: Arc<Hooks>,
+    token: Option<Arc<ServerToken>>,
 }
 
 /// What the cluster's configuration gives the server.
@@ -72,6 +74,8 @@ pub struct Options {
     pub service_cidr: Cidr,
     /// The address other clients reach this apiserver at: the `kubernetes` Service's endpoint.
     pub advertise_ip: std::net::IpAddr,
+    /// The server token, accepted as a bearer token (see [`crate::token`]).
+    pub token: Option<ServerToken>,
 }
 
 impl Options {
@@ -80,6 +84,7 @@ impl Options {
         Self {
             service_cidr: Cidr::parse("10.43.0.0/16").expect("the default CIDR parses"),
             advertise_ip,
+            token: None,
         }
     }
 }
@@ -129,6 +134,7 @@ impl Apiserver {
                 store,
                 objects,
                 hooks: Arc::new(hooks),
+                token: options.token.map(Arc::new),
             }),
         })
     }
@@ -226,13 +232,40 @@ fn router(state: AppState) -> Router {
         .route("/livez", get(live))
         .route("/readyz", get(ready))
         .fallback(not_served)
-        .layer(middleware::from_fn(authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
 
-/// Refuses anonymous requests outside the public paths with 401, as upstream does when
-/// anonymous access is limited to `system:public-info-viewer`.
-async fn authenticate(request: Request, next: Next) -> Response {
+/// Authenticates a request without a client certificate by its bearer token (the server
+/// token), and refuses anonymous requests outside the public paths with 401, as upstream does
+/// when anonymous access is limited to `system:public-info-viewer`. A bearer token that is not
+/// valid is 401 everywhere, as upstream's authenticator chain answers it.
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let by_certificate = request
+        .extensions()
+        .get::<UserInfo>()
+        .is_some_and(UserInfo::is_authenticated);
+    if !by_certificate
+        && let Some(bearer) = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+    {
+        match state
+            .token
+            .as_ref()
+            .and_then(|t| t.authenticate(bearer.trim()))
+        {
+            Some(user) => {
+                request.extensions_mut().insert(user);
+            }
+            None => return ApiError::unauthorized().into_response(),
+        }
+    }
     let authenticated = request
         .extensions()
         .get::<UserInfo>()

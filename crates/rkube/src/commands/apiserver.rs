@@ -12,15 +12,16 @@ use anyhow::Context;
 use clap::Args;
 use rkube_apiserver::allocator::Cidr;
 use rkube_apiserver::server::{Apiserver, Options};
+use rkube_apiserver::token::{ServerToken, token_path};
 use rkube_apiserver::{kubeconfig, pki::Pki};
 use rkube_store::{Store, compactor, embedded, etcd::EtcdStore};
 
-/// `rkube apiserver` flags (DESIGN.md §4).
+/// `rkube apiserver` flags (DESIGN.md §4); `rkube server` takes them too.
 #[derive(Args)]
 pub struct ApiserverArgs {
     /// The data directory (store, certificates, token).
     #[arg(long, default_value = "/var/lib/rkube", env = "RKUBE_DATA_DIR")]
-    data_dir: PathBuf,
+    pub data_dir: PathBuf,
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     bind_address: IpAddr,
@@ -44,10 +45,23 @@ pub struct ApiserverArgs {
     /// default: the bind address, or this host's primary address when binding all.
     #[arg(long)]
     advertise_address: Option<IpAddr>,
+    /// The cluster's join token secret (or a full `K10...` token of this cluster); default: the
+    /// one in `<data-dir>/server/token`, created at first start. Also a bearer token for the API
+    /// as a cluster administrator.
+    #[arg(long, env = "RKUBE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// Runs the apiserver until SIGINT or SIGTERM.
 pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
+    run_control_plane(args, "rkube apiserver").await
+}
+
+/// Starts the control plane (today: the apiserver) and serves until SIGINT or SIGTERM. `who`
+/// opens the line printed once it is ready.
+pub async fn run_control_plane(args: ApiserverArgs, who: &str) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let service_cidr = Cidr::parse(&args.service_cidr).context("--service-cidr")?;
     let store: Arc<dyn Store> = if args.datastore_endpoint.is_empty() {
         let path = embedded::db_path(&args.data_dir);
         Arc::new(embedded::EmbeddedStore::open(&path)?)
@@ -75,13 +89,24 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         .await?
         .context("preparing the cluster certificates")?;
 
-    let service_cidr = Cidr::parse(&args.service_cidr)?;
+    let token = {
+        let (dir, ca, given) = (
+            args.data_dir.clone(),
+            pki.ca.cert_pem.clone(),
+            args.token.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            ServerToken::load_or_create(&dir, &ca, given.as_deref())
+        })
+        .await??
+    };
     let advertise_ip = args
         .advertise_address
         .unwrap_or_else(|| advertise_address(args.bind_address));
     let options = Options {
         service_cidr,
         advertise_ip,
+        token: Some(token),
     };
     let addr = SocketAddr::new(args.bind_address, args.https_port);
     let server = Apiserver::bind(addr, &pki, store, options).await?;
@@ -99,13 +124,14 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         &kubeconfig::admin_kubeconfig(&pki, &url),
     )
     .with_context(|| format!("writing the kubeconfig {}", args.write_kubeconfig.display()))?;
-    tracing::info!(%url, kubeconfig = %args.write_kubeconfig.display(), "apiserver ready");
+    let serving = tokio::spawn(server.run());
+    tracing::info!(%url, kubeconfig = %args.write_kubeconfig.display(), elapsed = ?started.elapsed(), "apiserver ready");
     eprintln!(
-        "rkube apiserver listening on {url}; admin kubeconfig written to {}",
-        args.write_kubeconfig.display()
+        "{who} listening on {url}; admin kubeconfig written to {}; join token in {}",
+        args.write_kubeconfig.display(),
+        token_path(&args.data_dir).display()
     );
 
-    let serving = tokio::spawn(server.run());
     shutdown_signal().await;
     serving.abort();
     compactor.abort();
