@@ -10,6 +10,7 @@ pub mod allocator;
 pub mod authn;
 pub mod discovery;
 pub mod kubeconfig;
+pub mod metrics;
 pub mod pki;
 pub mod protobuf;
 pub mod registry;

@@ -22,6 +22,7 @@ use tower::ServiceExt;
 
 use crate::allocator::{Cidr, ServiceAllocator, ensure_kubernetes_service};
 use crate::authn::{UserInfo, is_public_path};
+use crate::metrics::{MeteredStore, Metrics};
 use crate::pki::Pki;
 use crate::rest::hooks::Hooks;
 use crate::rest::storage::Objects;
@@ -65,6 +66,7 @@ struct AppState {
     objects: Objects,
     hooks: Arc<Hooks>,
     token: Option<Arc<ServerToken>>,
+    metrics: Arc<Metrics>,
 }
 
 /// What the cluster's configuration gives the server.
@@ -105,6 +107,8 @@ impl Apiserver {
         options: Options,
     ) -> Result<Apiserver, ServeError> {
         let acceptor = TlsAcceptor::from(Arc::new(tls_config(pki)?));
+        let metrics = Metrics::new();
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
@@ -135,6 +139,7 @@ impl Apiserver {
                 objects,
                 hooks: Arc::new(hooks),
                 token: options.token.map(Arc::new),
+                metrics,
             }),
         })
     }
@@ -231,8 +236,10 @@ fn router(state: AppState) -> Router {
         .route("/healthz", get(live))
         .route("/livez", get(live))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(not_served)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), measure))
         .with_state(state)
 }
 
@@ -274,6 +281,42 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         return ApiError::unauthorized().into_response();
     }
     next.run(request).await
+}
+
+/// Counts and times every request (outermost, so 401s count too); a watch is counted as open
+/// until its response body ends.
+async fn measure(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let labels = crate::metrics::classify(
+        request.method(),
+        request.uri().path(),
+        request.uri().query().unwrap_or_default(),
+    );
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let code = response.status().as_u16();
+    if labels.verb == "WATCH" && response.status().is_success() {
+        state.metrics.observe(&labels, code, None);
+        let guard = state.metrics.long_running(&labels);
+        let (parts, body) = response.into_parts();
+        let body = futures::StreamExt::map(body.into_data_stream(), move |chunk| {
+            let _open = &guard;
+            chunk
+        });
+        return Response::from_parts(parts, axum::body::Body::from_stream(body));
+    }
+    state
+        .metrics
+        .observe(&labels, code, Some(started.elapsed().as_secs_f64()));
+    response
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut response = state.metrics.encode().into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    response
 }
 
 async fn version() -> impl IntoResponse {
