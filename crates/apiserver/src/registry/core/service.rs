@@ -27,8 +27,15 @@ impl Strategy for ServiceStrategy {
     fn default(&self, obj: &mut Value) {
         default_at(obj, "/spec/type", json!("ClusterIP"));
         default_at(obj, "/spec/sessionAffinity", json!("None"));
-        if str_at(obj, "/spec/type") != "ExternalName" {
+        let kind = str_at(obj, "/spec/type").to_owned();
+        if kind != "ExternalName" {
             default_at(obj, "/spec/internalTrafficPolicy", json!("Cluster"));
+        }
+        if kind == "NodePort" || kind == "LoadBalancer" {
+            default_at(obj, "/spec/externalTrafficPolicy", json!("Cluster"));
+        }
+        if kind == "LoadBalancer" {
+            default_at(obj, "/spec/allocateLoadBalancerNodePorts", json!(true));
         }
         if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
             for p in ports.iter_mut().filter(|p| p.is_object()) {
@@ -304,6 +311,11 @@ mod tests {
         let mut svc = json!({"spec": {"ports": [{"port": 80}, {"port": 70000, "name": "b"}]}});
         ServiceStrategy.default(&mut svc);
         assert_eq!(svc["spec"]["type"], "ClusterIP");
+        assert!(svc["spec"].get("externalTrafficPolicy").is_none());
+        let mut lb = json!({"spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}});
+        ServiceStrategy.default(&mut lb);
+        assert_eq!(lb["spec"]["externalTrafficPolicy"], "Cluster");
+        assert_eq!(lb["spec"]["allocateLoadBalancerNodePorts"], true);
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
         let errors: Vec<String> = ServiceStrategy
             .validate(&svc)
@@ -315,5 +327,33 @@ mod tests {
             &json!({"spec": {"type": "Magic", "ports": [{"port": 1, "protocol": "TCP"}]}}),
         );
         assert_eq!(errors[0].field, "spec.type");
+    }
+
+    #[test]
+    fn updates_keep_allocated_values_and_type_changes_drop_unused_ones() {
+        let old = json!({"spec": {"type": "NodePort", "clusterIP": "10.43.0.9",
+            "clusterIPs": ["10.43.0.9"], "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
+            "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080}]}});
+        // A replace of the original manifest: no IP, no node port.
+        let mut new =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
+        ServiceStrategy.prepare_for_update(&mut new, &old);
+        assert_eq!(new["spec"]["clusterIP"], "10.43.0.9");
+        assert_eq!(new["spec"]["ports"][0]["nodePort"], 30080);
+        // NodePort -> ClusterIP drops the node port it had.
+        let mut new = old.clone();
+        new["spec"]["type"] = json!("ClusterIP");
+        ServiceStrategy.prepare_for_update(&mut new, &old);
+        assert!(new["spec"]["ports"][0].get("nodePort").is_none());
+        assert_eq!(new["spec"]["clusterIP"], "10.43.0.9");
+        // -> ExternalName drops the IP fields too.
+        let mut new = old.clone();
+        new["spec"]["type"] = json!("ExternalName");
+        new["spec"]["externalName"] = json!("example.com");
+        ServiceStrategy.prepare_for_update(&mut new, &old);
+        for f in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+            assert!(new["spec"].get(f).is_none(), "{f}");
+        }
+        assert!(ServiceStrategy.validate_update(&new, &old).is_empty());
     }
 }
