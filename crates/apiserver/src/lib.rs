@@ -8,10 +8,12 @@
 //! patches ([`patch`]) and field validation ([`fieldvalidation`]). Start reading at
 //! [`server::Apiserver`], then [`rest::serve`].
 
+pub mod allocator;
 pub mod authn;
 pub mod discovery;
 pub mod fieldvalidation;
 pub mod kubeconfig;
+pub mod metrics;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
@@ -20,3 +22,4 @@ pub mod registry;
 pub mod rest;
 pub mod server;
 pub mod status;
+pub mod token;

@@ -20,10 +20,14 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use crate::allocator::{Cidr, ServiceAllocator, ensure_kubernetes_service};
 use crate::authn::{UserInfo, is_public_path};
+use crate::metrics::{MeteredStore, Metrics};
 use crate::pki::Pki;
+use crate::rest::hooks::Hooks;
 use crate::rest::storage::Objects;
 use crate::status::ApiError;
+use crate::token::ServerToken;
 
 /// The Kubernetes version whose API rkube serves (k8s-openapi's `latest`).
 pub const KUBERNETES_MAJOR: &str = "1";
@@ -48,8 +52,8 @@ pub enum ServeError {
     /// A PEM file could not be decoded.
     #[error("the serving certificate or key is not valid PEM")]
     Pem(#[source] rustls::pki_types::pem::Error),
-    /// The system namespaces could not be created.
-    #[error("creating the system namespaces failed: {0}")]
+    /// The system namespaces, the `kubernetes` Service or the allocations could not be set up.
+    #[error("setting up the cluster's built-in objects failed: {0}")]
     Bootstrap(String),
     /// The client CA could not be turned into a verifier.
     #[error("the cluster CA cannot verify client certificates")]
@@ -60,6 +64,31 @@ pub enum ServeError {
 struct AppState {
     store: Arc<dyn Store>,
     objects: Objects,
+    hooks: Arc<Hooks>,
+    token: Option<Arc<ServerToken>>,
+    metrics: Arc<Metrics>,
+}
+
+/// What the cluster's configuration gives the server.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The range Service cluster IPs come from (`--service-cidr`).
+    pub service_cidr: Cidr,
+    /// The address other clients reach this apiserver at: the `kubernetes` Service's endpoint.
+    pub advertise_ip: std::net::IpAddr,
+    /// The server token, accepted as a bearer token (see [`crate::token`]).
+    pub token: Option<ServerToken>,
+}
+
+impl Options {
+    /// The defaults of `rkube server`: services from 10.43.0.0/16, advertised on loopback.
+    pub fn new(advertise_ip: std::net::IpAddr) -> Self {
+        Self {
+            service_cidr: Cidr::parse("10.43.0.0/16").expect("the default CIDR parses"),
+            advertise_ip,
+            token: None,
+        }
+    }
 }
 
 /// A bound apiserver, ready to [`Apiserver::run`].
@@ -75,8 +104,11 @@ impl Apiserver {
         addr: SocketAddr,
         pki: &Pki,
         store: Arc<dyn Store>,
+        options: Options,
     ) -> Result<Apiserver, ServeError> {
         let acceptor = TlsAcceptor::from(Arc::new(tls_config(pki)?));
+        let metrics = Metrics::new();
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
@@ -87,10 +119,34 @@ impl Apiserver {
         crate::rest::ensure_system_namespaces(&objects)
             .await
             .map_err(|e| ServeError::Bootstrap(e.message))?;
+        let allocator = ServiceAllocator::new(options.service_cidr);
+        allocator
+            .repair(&objects)
+            .await
+            .map_err(|e| ServeError::Bootstrap(e.message))?;
+        let port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(addr.port());
+        let advertise = SocketAddr::new(options.advertise_ip, port);
+        ensure_kubernetes_service(&objects, &allocator, advertise)
+            .await
+            .map_err(|e| ServeError::Bootstrap(e.message))?;
+        let mut hooks = Hooks::none();
+        hooks.insert("", "services", allocator);
         Ok(Apiserver {
             listener,
             acceptor,
-            router: router(AppState { store, objects }, openapi),
+            router: router(
+                AppState {
+                    store,
+                    objects,
+                    hooks: Arc::new(hooks),
+                    token: options.token.map(Arc::new),
+                    metrics,
+                },
+                openapi,
+            ),
         })
     }
 
@@ -186,15 +242,44 @@ fn router(state: AppState, openapi: Arc<crate::openapi::OpenApi>) -> Router {
         .route("/healthz", get(live))
         .route("/livez", get(live))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(not_served)
-        .with_state(state)
+        .with_state(state.clone())
         .merge(openapi.router())
-        .layer(middleware::from_fn(authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state, measure))
 }
 
-/// Refuses anonymous requests outside the public paths with 401, as upstream does when
-/// anonymous access is limited to `system:public-info-viewer`.
-async fn authenticate(request: Request, next: Next) -> Response {
+/// Authenticates a request without a client certificate by its bearer token (the server
+/// token), and refuses anonymous requests outside the public paths with 401, as upstream does
+/// when anonymous access is limited to `system:public-info-viewer`. A bearer token that is not
+/// valid is 401 everywhere, as upstream's authenticator chain answers it.
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let by_certificate = request
+        .extensions()
+        .get::<UserInfo>()
+        .is_some_and(UserInfo::is_authenticated);
+    if !by_certificate
+        && let Some(bearer) = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+    {
+        match state
+            .token
+            .as_ref()
+            .and_then(|t| t.authenticate(bearer.trim()))
+        {
+            Some(user) => {
+                request.extensions_mut().insert(user);
+            }
+            None => return ApiError::unauthorized().into_response(),
+        }
+    }
     let authenticated = request
         .extensions()
         .get::<UserInfo>()
@@ -203,6 +288,42 @@ async fn authenticate(request: Request, next: Next) -> Response {
         return ApiError::unauthorized().into_response();
     }
     next.run(request).await
+}
+
+/// Counts and times every request (outermost, so 401s count too); a watch is counted as open
+/// until its response body ends.
+async fn measure(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let labels = crate::metrics::classify(
+        request.method(),
+        request.uri().path(),
+        request.uri().query().unwrap_or_default(),
+    );
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let code = response.status().as_u16();
+    if labels.verb == "WATCH" && response.status().is_success() {
+        state.metrics.observe(&labels, code, None);
+        let guard = state.metrics.long_running(&labels);
+        let (parts, body) = response.into_parts();
+        let body = futures::StreamExt::map(body.into_data_stream(), move |chunk| {
+            let _open = &guard;
+            chunk
+        });
+        return Response::from_parts(parts, axum::body::Body::from_stream(body));
+    }
+    state
+        .metrics
+        .observe(&labels, code, Some(started.elapsed().as_secs_f64()));
+    response
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut response = state.metrics.encode().into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    response
 }
 
 async fn version() -> impl IntoResponse {
@@ -264,7 +385,7 @@ async fn not_served(State(state): State<AppState>, request: Request) -> Response
         || path == "/apis"
         || path.starts_with("/apis/");
     if api {
-        return crate::rest::serve(&state.objects, request).await;
+        return crate::rest::serve_with_hooks(&state.objects, &state.hooks, request).await;
     }
     ApiError::not_served(path).into_response()
 }

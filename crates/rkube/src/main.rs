@@ -33,6 +33,8 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the control plane (and, once it exists, a node) on this machine.
+    Server(commands::server::ServerArgs),
     /// Run the Kubernetes API server alone.
     Apiserver(commands::apiserver::ApiserverArgs),
     /// Inspect, back up and restore the embedded datastore.
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Server(args) => commands::server::run(args).await,
             Command::Apiserver(args) => commands::apiserver::run(args).await,
             Command::Datastore(args) => commands::datastore::run(args).await,
             Command::Images(args) => commands::images::run(args).await,

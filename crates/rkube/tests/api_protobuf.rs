@@ -36,6 +36,18 @@ fn kubectl_create_generators_work_over_protobuf_with_and_without_server_dry_run(
     let from_file = format!("--from-file={}", file.display());
     for (i, bin) in kubectls().into_iter().enumerate() {
         let ns = format!("pb{i}");
+        let yaml = ok(kubectl(
+            &bin,
+            &kc,
+            &["create", "namespace", &ns, "--dry-run=server", "-o", "yaml"],
+        ));
+        let dry: Value = serde_yaml_from(&yaml);
+        assert_eq!(dry["status"]["phase"], "Active", "{yaml}");
+        assert!(
+            !kubectl(&bin, &kc, &["get", "namespace", &ns])
+                .status
+                .success()
+        );
         ok(kubectl(&bin, &kc, &["create", "namespace", &ns]));
         let creates: Vec<(Vec<&str>, &str)> = vec![
             (

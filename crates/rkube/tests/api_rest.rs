@@ -266,9 +266,10 @@ fn kubectl_creates_reads_changes_and_deletes_objects() {
             "PUT",
             "/api/v1/namespaces/team/finalize",
             "application/json",
-            "{}",
+            r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"team"},"spec":{"finalizers":[]}}"#,
         );
-        assert_eq!(fin["code"], 501, "{fin}");
+        assert_eq!(fin["spec"]["finalizers"], serde_json::json!([]), "{fin}");
+        assert_eq!(fin["status"]["phase"], "Terminating", "{fin}");
     }
 }
 

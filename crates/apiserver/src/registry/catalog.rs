@@ -387,7 +387,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         ALL,
         &[SCALE, status("ReplicationController")],
         "/registry/controllers",
-        G,
+        &GenericStrategy::WORKLOAD,
     ),
     res(
         "",

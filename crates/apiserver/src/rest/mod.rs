@@ -7,11 +7,13 @@
 //! shared metadata rules ([`crate::registry::meta`]). Reads go through [`storage::Objects`];
 //! watches are in [`watch`]. Start at [`serve`].
 
+pub mod hooks;
 pub mod negotiate;
 pub mod pagination;
 pub mod render;
 pub mod selector;
 pub mod storage;
+pub mod subresource;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -153,6 +155,15 @@ fn flag(query: &Query, name: &str) -> bool {
 
 /// Serves one request under `/api` or `/apis`.
 pub async fn serve(objects: &Objects, request: Request) -> Response {
+    serve_with_hooks(objects, &hooks::Hooks::none(), request).await
+}
+
+/// [`serve`] with the store hooks of the resources that have them (Service IPs).
+pub async fn serve_with_hooks(
+    objects: &Objects,
+    hooks: &hooks::Hooks,
+    request: Request,
+) -> Response {
     // The body is read before anything else: a request answered early (404, 405, 501, ...) with
     // its body unread gets its HTTP/2 stream reset, and clients then report a framing error
     // instead of our Status.
@@ -162,13 +173,17 @@ pub async fn serve(objects: &Objects, request: Request) -> Response {
         Err(error) => return error.into_response(),
     };
     let request = Request::from_parts(parts, Body::from(body));
-    match serve_inner(objects, request).await {
+    match serve_inner(objects, hooks, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn serve_inner(objects: &Objects, request: Request) -> Result<Response, ApiError> {
+async fn serve_inner(
+    objects: &Objects,
+    hooks: &hooks::Hooks,
+    request: Request,
+) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let route = route(parts.uri.path())?;
     let accept = Accept::from_headers(&parts.headers)?;
@@ -193,15 +208,10 @@ async fn serve_inner(objects: &Objects, request: Request) -> Result<Response, Ap
     if !allowed {
         return Err(ApiError::method_not_allowed());
     }
-    if let Some(sub) = &target.subresource
-        && sub != "status"
-    {
-        return Err(ApiError::not_implemented(format!(
-            "the {}/{sub} subresource is not served by rkube yet",
-            info.plural
-        )));
+    let api = Api { objects, hooks };
+    if target.subresource.as_deref().is_some_and(|s| s != "status") {
+        return subresource::serve(&api, &target, verb, &query, &parts.headers, body, accept).await;
     }
-    let api = Api { objects };
     match verb {
         "get" => api.get(&target, &query, accept).await,
         "list" => api.list(&target, &query, accept).await,
@@ -397,6 +407,16 @@ fn read_object(
             ),
         )),
     }
+}
+
+/// Decodes a request body as an object without field validation: for subresource bodies
+/// (`Scale`, `Binding`, `Eviction`), whose kinds are not the resource's own.
+fn read_plain_object(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let format = negotiate::body_format(headers)?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    negotiate::decode(body, format)
 }
 
 /// Adds `Warning: 299 - "..."` headers, as upstream sends field-validation warnings.
@@ -603,6 +623,7 @@ enum Deleted {
 
 struct Api<'a> {
     objects: &'a Objects,
+    hooks: &'a hooks::Hooks,
 }
 
 impl Api<'_> {
@@ -787,10 +808,23 @@ impl Api<'_> {
         let namespace = target.namespace.clone().unwrap_or_default();
         self.check_namespace(info, &namespace, str_at(&obj, "/metadata/name"))
             .await?;
-        let obj = admit_create(info, obj)?;
+        let mut obj = admit_create(info, obj)?;
         let include = IncludeObject::parse(query.get("includeObject").map(String::as_str))
             .map_err(ApiError::bad_request)?;
-        let obj = self.store_new(target, obj, dry).await?;
+        let hooks = self.hooks.of(info);
+        let claims = match hooks {
+            Some(h) => h.before_create(self.objects, &mut obj, dry).await?,
+            None => Vec::new(),
+        };
+        let obj = match self.store_new(target, obj, dry).await {
+            Ok(obj) => obj,
+            Err(e) => {
+                if let Some(h) = hooks {
+                    h.rollback(self.objects, claims).await;
+                }
+                return Err(e);
+            }
+        };
         let body = render::one(info, obj, accept.shape, include);
         Ok(with_warnings(
             negotiate::respond(StatusCode::CREATED, &body, accept),
@@ -951,12 +985,27 @@ impl Api<'_> {
         requested: Option<Revision>,
         change: impl Fn(&Value) -> Result<Value, ApiError>,
     ) -> Result<Response, ApiError> {
-        let dry = dry_run(query)?;
+        let include = IncludeObject::parse(query.get("includeObject").map(String::as_str))
+            .map_err(ApiError::bad_request)?;
+        let (code, obj) = self
+            .write_value(target, dry_run(query)?, requested, change)
+            .await?;
+        let body = render::one(target.info, obj, accept.shape, include);
+        Ok(negotiate::respond(code, &body, accept))
+    }
+
+    /// [`Api::write`] answering with the written object (also for subresources that show the
+    /// object in another shape, like `scale`).
+    async fn write_value(
+        &self,
+        target: &Target,
+        dry: bool,
+        requested: Option<Revision>,
+        change: impl Fn(&Value) -> Result<Value, ApiError>,
+    ) -> Result<(StatusCode, Value), ApiError> {
         let info = target.info;
         let name = target.name.as_deref().unwrap_or_default();
         let key = self.key(target, name);
-        let include = IncludeObject::parse(query.get("includeObject").map(String::as_str))
-            .map_err(ApiError::bad_request)?;
         for _ in 0..WRITE_ATTEMPTS {
             let Some((old, revision)) = self.objects.get(&key).await? else {
                 if target.subresource.is_none()
@@ -969,8 +1018,7 @@ impl Api<'_> {
                     self.check_namespace(info, &namespace, name).await?;
                     let obj = admit_create(info, obj)?;
                     let obj = self.store_new(target, obj, dry).await?;
-                    let body = render::one(info, obj, accept.shape, include);
-                    return Ok(negotiate::respond(StatusCode::CREATED, &body, accept));
+                    return Ok((StatusCode::CREATED, obj));
                 }
                 return Err(not_found(info, name));
             };
@@ -988,20 +1036,29 @@ impl Api<'_> {
                 _ => admit_update(info, wanted, &old)?,
             };
             if same_object(&new, &old) {
-                let body = render::one(info, old, accept.shape, include);
-                return Ok(negotiate::respond(StatusCode::OK, &body, accept));
+                return Ok((StatusCode::OK, old));
             }
+            let hooks = self.hooks.of(info).filter(|_| target.subresource.is_none());
+            let claims = match hooks {
+                Some(h) => h.before_update(self.objects, &mut new, &old, dry).await?,
+                None => Vec::new(),
+            };
             if dry {
                 storage::set_resource_version(&mut new, revision);
-                let body = render::one(info, new, accept.shape, include);
-                return Ok(negotiate::respond(StatusCode::OK, &body, accept));
+                return Ok((StatusCode::OK, new));
             }
-            match self
+            let written = self
                 .objects
                 .store()
                 .update(&key, storage::encode(&new), revision)
-                .await
-            {
+                .await;
+            if let Some(h) = hooks {
+                match &written {
+                    Ok(_) => h.after_update(self.objects, &new, &old).await,
+                    Err(_) => h.rollback(self.objects, claims).await,
+                }
+            }
+            match written {
                 Ok(new_revision) => {
                     storage::set_resource_version(&mut new, new_revision);
                     // The last finalizer of an object being deleted is gone: delete it now.
@@ -1016,13 +1073,16 @@ impl Api<'_> {
                             == 0
                     {
                         match self.objects.store().delete(&key, Some(new_revision)).await {
-                            Ok(_)
-                            | Err(StoreError::NotFound { .. } | StoreError::Conflict { .. }) => {}
+                            Ok(_) => {
+                                if let Some(h) = self.hooks.of(info) {
+                                    h.after_delete(self.objects, &new).await;
+                                }
+                            }
+                            Err(StoreError::NotFound { .. } | StoreError::Conflict { .. }) => {}
                             Err(e) => return Err(internal(e)),
                         }
                     }
-                    let body = render::one(info, new, accept.shape, include);
-                    return Ok(negotiate::respond(StatusCode::OK, &body, accept));
+                    return Ok((StatusCode::OK, new));
                 }
                 Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
                 Err(StoreError::Conflict { .. }) => return Err(conflict(info, name)),
@@ -1169,6 +1229,9 @@ impl Api<'_> {
             }
             match self.objects.store().delete(&key, Some(revision)).await {
                 Ok((rev, _)) => {
+                    if let Some(h) = self.hooks.of(info) {
+                        h.after_delete(self.objects, &old).await;
+                    }
                     let mut gone = old;
                     storage::set_resource_version(&mut gone, rev);
                     return Ok(Deleted::Removed(gone));

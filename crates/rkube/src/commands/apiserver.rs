@@ -10,15 +10,18 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use rkube_apiserver::{kubeconfig, pki::Pki, server::Apiserver};
+use rkube_apiserver::allocator::Cidr;
+use rkube_apiserver::server::{Apiserver, Options};
+use rkube_apiserver::token::{ServerToken, token_path};
+use rkube_apiserver::{kubeconfig, pki::Pki};
 use rkube_store::{Store, compactor, embedded, etcd::EtcdStore};
 
-/// `rkube apiserver` flags (DESIGN.md §4).
+/// `rkube apiserver` flags (DESIGN.md §4); `rkube server` takes them too.
 #[derive(Args)]
 pub struct ApiserverArgs {
     /// The data directory (store, certificates, token).
     #[arg(long, default_value = "/var/lib/rkube", env = "RKUBE_DATA_DIR")]
-    data_dir: PathBuf,
+    pub data_dir: PathBuf,
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     bind_address: IpAddr,
@@ -34,10 +37,31 @@ pub struct ApiserverArgs {
     /// Extra names or addresses for the serving certificate.
     #[arg(long = "tls-san")]
     tls_san: Vec<String>,
+    /// The IPv4 range Service cluster IPs come from; its first address is the `kubernetes`
+    /// Service's.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    service_cidr: String,
+    /// The address other clients reach this apiserver at (the `kubernetes` Service's endpoint);
+    /// default: the bind address, or this host's primary address when binding all.
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
+    /// The cluster's join token secret (or a full `K10...` token of this cluster); default: the
+    /// one in `<data-dir>/server/token`, created at first start. Also a bearer token for the API
+    /// as a cluster administrator.
+    #[arg(long, env = "RKUBE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// Runs the apiserver until SIGINT or SIGTERM.
 pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
+    run_control_plane(args, "rkube apiserver").await
+}
+
+/// Starts the control plane (today: the apiserver) and serves until SIGINT or SIGTERM. `who`
+/// opens the line printed once it is ready.
+pub async fn run_control_plane(args: ApiserverArgs, who: &str) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let service_cidr = Cidr::parse(&args.service_cidr).context("--service-cidr")?;
     let store: Arc<dyn Store> = if args.datastore_endpoint.is_empty() {
         let path = embedded::db_path(&args.data_dir);
         Arc::new(embedded::EmbeddedStore::open(&path)?)
@@ -65,8 +89,27 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         .await?
         .context("preparing the cluster certificates")?;
 
+    let token = {
+        let (dir, ca, given) = (
+            args.data_dir.clone(),
+            pki.ca.cert_pem.clone(),
+            args.token.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            ServerToken::load_or_create(&dir, &ca, given.as_deref())
+        })
+        .await??
+    };
+    let advertise_ip = args
+        .advertise_address
+        .unwrap_or_else(|| advertise_address(args.bind_address));
+    let options = Options {
+        service_cidr,
+        advertise_ip,
+        token: Some(token),
+    };
     let addr = SocketAddr::new(args.bind_address, args.https_port);
-    let server = Apiserver::bind(addr, &pki, store).await?;
+    let server = Apiserver::bind(addr, &pki, store, options).await?;
     let bound = server.local_addr()?;
     let host = if args.bind_address.is_unspecified() {
         "127.0.0.1".to_owned()
@@ -81,17 +124,36 @@ pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
         &kubeconfig::admin_kubeconfig(&pki, &url),
     )
     .with_context(|| format!("writing the kubeconfig {}", args.write_kubeconfig.display()))?;
-    tracing::info!(%url, kubeconfig = %args.write_kubeconfig.display(), "apiserver ready");
+    let serving = tokio::spawn(server.run());
+    tracing::info!(%url, kubeconfig = %args.write_kubeconfig.display(), elapsed = ?started.elapsed(), "apiserver ready");
     eprintln!(
-        "rkube apiserver listening on {url}; admin kubeconfig written to {}",
-        args.write_kubeconfig.display()
+        "{who} listening on {url}; admin kubeconfig written to {}; join token in {}",
+        args.write_kubeconfig.display(),
+        token_path(&args.data_dir).display()
     );
 
-    let serving = tokio::spawn(server.run());
     shutdown_signal().await;
     serving.abort();
     compactor.abort();
     Ok(())
+}
+
+/// The bind address when it is one; otherwise the address this host would use to reach other
+/// hosts (the source the kernel picks for a route to a documentation address: a UDP "connect"
+/// sends nothing), or loopback on a host without routes.
+fn advertise_address(bind: IpAddr) -> IpAddr {
+    if !bind.is_unspecified() {
+        return bind;
+    }
+    let probe = || -> std::io::Result<IpAddr> {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        socket.connect("192.0.2.1:9")?;
+        Ok(socket.local_addr()?.ip())
+    };
+    probe()
+        .ok()
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
 async fn shutdown_signal() {

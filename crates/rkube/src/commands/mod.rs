@@ -5,3 +5,4 @@ pub mod crictl;
 pub mod datastore;
 pub mod images;
 pub mod runtime;
+pub mod server;

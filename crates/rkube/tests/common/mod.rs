@@ -5,6 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The binary under test: `RKUBE_BIN` when set (a copy that a concurrent build in a shared
+/// target directory cannot replace mid-run), else the one cargo built.
+pub fn rkube_bin() -> PathBuf {
+    std::env::var_os("RKUBE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rkube")))
+}
+
 pub fn spawn(dir: &Path) -> (Child, u16) {
     spawn_with(dir, &[])
 }
@@ -17,7 +25,7 @@ pub fn spawn_with(dir: &Path, extra: &[String]) -> (Child, u16) {
 
 /// Starts `rkube apiserver` on `port` (a restart keeps its clients' address).
 pub fn spawn_on(dir: &Path, port: u16, extra: &[String]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_rkube"))
+    Command::new(rkube_bin())
         .args(["apiserver", "--bind-address", "127.0.0.1"])
         .args(extra)
         .arg("--https-port")

@@ -1,6 +1,7 @@
 //! Service: an RFC 1123 label name, type and port rules, defaults (type ClusterIP, protocol TCP,
-//! targetPort = port, session affinity None). ClusterIP and NodePort allocation are not done
-//! yet: a Service without `clusterIP` keeps none until the allocator lands.
+//! targetPort = port, session affinity None), and what an update keeps of the allocated values.
+//! The allocation itself (cluster IPs, node ports) needs the store and is in
+//! [`crate::allocator`].
 
 use k8s_openapi::api::core::v1::Service;
 use serde_json::{Value, json};
@@ -26,8 +27,15 @@ impl Strategy for ServiceStrategy {
     fn default(&self, obj: &mut Value) {
         default_at(obj, "/spec/type", json!("ClusterIP"));
         default_at(obj, "/spec/sessionAffinity", json!("None"));
-        if str_at(obj, "/spec/type") != "ExternalName" {
+        let kind = str_at(obj, "/spec/type").to_owned();
+        if kind != "ExternalName" {
             default_at(obj, "/spec/internalTrafficPolicy", json!("Cluster"));
+        }
+        if kind == "NodePort" || kind == "LoadBalancer" {
+            default_at(obj, "/spec/externalTrafficPolicy", json!("Cluster"));
+        }
+        if kind == "LoadBalancer" {
+            default_at(obj, "/spec/allocateLoadBalancerNodePorts", json!(true));
         }
         if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
             for p in ports.iter_mut().filter(|p| p.is_object()) {
@@ -41,6 +49,74 @@ impl Strategy for ServiceStrategy {
 
     fn prepare_for_create(&self, obj: &mut Value) {
         obj["status"] = json!({"loadBalancer": {}});
+    }
+
+    /// Upstream's `patchAllocatedValues` and `dropTypeDependentFields`: a client that leaves out
+    /// the allocated IP or node ports (a `kubectl replace` of the original manifest) keeps them;
+    /// a type change drops what the new type does not use, so it is released.
+    fn prepare_for_update(&self, new: &mut Value, old: &Value) {
+        let (new_type, old_type) = (
+            str_at(new, "/spec/type").to_owned(),
+            str_at(old, "/spec/type").to_owned(),
+        );
+        let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
+            return;
+        };
+        let old_spec = old.get("spec").cloned().unwrap_or(json!({}));
+        const IP_FIELDS: [&str; 4] = ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"];
+        if new_type != "ExternalName" && old_type != "ExternalName" {
+            let unset = |spec: &serde_json::Map<String, Value>, f: &str| {
+                spec.get(f).is_none_or(|v| {
+                    v.is_null() || v.as_str() == Some("") || v.as_array().is_some_and(Vec::is_empty)
+                })
+            };
+            if unset(spec, "clusterIP") && unset(spec, "clusterIPs") {
+                for f in IP_FIELDS {
+                    if unset(spec, f)
+                        && let Some(v) = old_spec.get(f)
+                    {
+                        spec.insert(f.into(), v.clone());
+                    }
+                }
+            }
+        } else if new_type == "ExternalName" && old_type != "ExternalName" {
+            for f in IP_FIELDS {
+                if spec.get(f) == old_spec.get(f) {
+                    spec.remove(f);
+                }
+            }
+        }
+        let old_ports = old_spec
+            .get("ports")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let node_port_types = ["NodePort", "LoadBalancer"];
+        let new_uses = node_port_types.contains(&new_type.as_str());
+        let old_used = node_port_types.contains(&old_type.as_str());
+        if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+            for p in ports.iter_mut() {
+                let Some(map) = p.as_object_mut() else {
+                    continue;
+                };
+                let same = old_ports.iter().find(|o| {
+                    o.get("port") == map.get("port")
+                        && o.get("protocol").unwrap_or(&json!("TCP"))
+                            == map.get("protocol").unwrap_or(&json!("TCP"))
+                });
+                let old_node_port = same.and_then(|o| o.get("nodePort")).cloned();
+                let unset = map
+                    .get("nodePort")
+                    .is_none_or(|v| v.is_null() || v.as_i64() == Some(0));
+                if new_uses && old_used && unset {
+                    if let Some(np) = old_node_port {
+                        map.insert("nodePort".into(), np);
+                    }
+                } else if !new_uses && old_used && map.get("nodePort") == old_node_port.as_ref() {
+                    map.remove("nodePort");
+                }
+            }
+        }
     }
 
     fn validate(&self, obj: &Value) -> FieldErrors {
@@ -235,6 +311,11 @@ mod tests {
         let mut svc = json!({"spec": {"ports": [{"port": 80}, {"port": 70000, "name": "b"}]}});
         ServiceStrategy.default(&mut svc);
         assert_eq!(svc["spec"]["type"], "ClusterIP");
+        assert!(svc["spec"].get("externalTrafficPolicy").is_none());
+        let mut lb = json!({"spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}});
+        ServiceStrategy.default(&mut lb);
+        assert_eq!(lb["spec"]["externalTrafficPolicy"], "Cluster");
+        assert_eq!(lb["spec"]["allocateLoadBalancerNodePorts"], true);
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
         let errors: Vec<String> = ServiceStrategy
             .validate(&svc)
@@ -246,5 +327,33 @@ mod tests {
             &json!({"spec": {"type": "Magic", "ports": [{"port": 1, "protocol": "TCP"}]}}),
         );
         assert_eq!(errors[0].field, "spec.type");
+    }
+
+    #[test]
+    fn updates_keep_allocated_values_and_type_changes_drop_unused_ones() {
+        let old = json!({"spec": {"type": "NodePort", "clusterIP": "10.43.0.9",
+            "clusterIPs": ["10.43.0.9"], "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
+            "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080}]}});
+        // A replace of the original manifest: no IP, no node port.
+        let mut new =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
+        ServiceStrategy.prepare_for_update(&mut new, &old);
+        assert_eq!(new["spec"]["clusterIP"], "10.43.0.9");
+        assert_eq!(new["spec"]["ports"][0]["nodePort"], 30080);
+        // NodePort -> ClusterIP drops the node port it had.
+        let mut new = old.clone();
+        new["spec"]["type"] = json!("ClusterIP");
+        ServiceStrategy.prepare_for_update(&mut new, &old);
+        assert!(new["spec"]["ports"][0].get("nodePort").is_none());
+        assert_eq!(new["spec"]["clusterIP"], "10.43.0.9");
+        // -> ExternalName drops the IP fields too.
+        let mut new = old.clone();
+        new["spec"]["type"] = json!("ExternalName");
+        new["spec"]["externalName"] = json!("example.com");
+        ServiceStrategy.prepare_for_update(&mut new, &old);
+        for f in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+            assert!(new["spec"].get(f).is_none(), "{f}");
+        }
+        assert!(ServiceStrategy.validate_update(&new, &old).is_empty());
     }
 }
