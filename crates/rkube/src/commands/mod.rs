@@ -2,3 +2,4 @@
 
 pub mod apiserver;
 pub mod datastore;
+pub mod shim;
