@@ -48,6 +48,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The runtime's helper processes (shim, sandbox holder, exec) are this binary too; they
+    // must stay single-threaded and small, so they run before clap, logging or tokio.
+    if let Some(code) = commands::shim::dispatch() {
+        return code;
+    }
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

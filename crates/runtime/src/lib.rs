@@ -1,10 +1,41 @@
 //! rkube's node runtime: images, pod sandboxes and containers behind the CRI v1 API.
 //!
-//! The kubelet only ever talks CRI, so this crate can be swapped for containerd. So far it holds
-//! the image store and registry pulls ([`image`]) and the CRI server's image service ([`cri`]).
+//! The kubelet only ever talks CRI, so this crate can be swapped for containerd. Start at
+//! [`Runtime`]: it runs pod sandboxes ([`sandbox`]) and containers on overlayfs roots
+//! ([`rootfs`]) from the image store ([`image`]), with OCI specs built in [`spec`], cgroups from
+//! [`cgroups`], one shim process per container ([`shim`]) writing CRI logs ([`logs`]), and
+//! `ExecSync` ([`exec`]); registry pulls live in [`image`], and the CRI gRPC server ([`cri`]) serves
+//! images today and will wrap [`Runtime`] for sandboxes and containers.
+//!
+//! The helper processes (shim, sandbox holder, exec) are the `rkube` binary started with a
+//! hidden subcommand; [`helper_main`] dispatches them.
 
+pub mod cgroups;
 pub mod cri;
+pub mod exec;
 pub mod image;
+pub mod logs;
+pub mod rootfs;
+pub mod runtime;
+pub mod sandbox;
+pub mod shim;
+pub mod spec;
+
+pub use runtime::{
+    ContainerState, ContainerStatus, ExecResult, Runtime, RuntimeConfig, RuntimeError,
+    SandboxState, SandboxStatus,
+};
+pub use sandbox::{NetworkHook, SandboxConfig};
+pub use spec::ContainerConfig;
+
+/// Runs a helper subcommand (`shim`, `shim-monitor`, `pause`, `exec`) if `args` (the process
+/// arguments after the program name) name one, returning its exit code; `None` otherwise.
+/// Binaries call this first, before starting threads: the helpers must stay single-threaded.
+pub fn helper_main(args: &[std::ffi::OsString]) -> Option<i32> {
+    shim::helper_main(args)
+        .or_else(|| sandbox::helper_main(args))
+        .or_else(|| exec::helper_main(args))
+}
 
 /// An error and its sources on one line, for messages that travel as text (gRPC statuses).
 pub fn error_chain(err: &dyn std::error::Error) -> String {

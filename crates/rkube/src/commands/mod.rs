@@ -6,3 +6,4 @@ pub mod datastore;
 pub mod images;
 pub mod runtime;
 pub mod server;
+pub mod shim;

@@ -1,0 +1,502 @@
+//! Cgroups: which layout this machine has, and the pod-level cgroups the runtime owns itself.
+//!
+//! libcontainer creates, limits and deletes each *container's* cgroup from the spec's
+//! `cgroupsPath`; this module owns what it does not: the layout detection (so the runtime and
+//! the shim know where files live), the *pod* cgroup that contains the sandbox holder and is the
+//! parent of its containers' cgroups, and reading back values (OOM kills, CPU quota).
+//!
+//! Three layouts exist: `Legacy` (v1 controllers only), `Hybrid` (v1 controllers plus an
+//! empty v2 tree at `/sys/fs/cgroup/unified`, as on this project's machines) and `Unified`
+//! (v2). Hybrid is driven exactly like Legacy: the v2 tree has no controllers, so limits can
+//! only be set through v1. libcgroups (libcontainer's cgroup crate) makes the same choice, so
+//! container cgroups and ours agree. [`Cgroups::detect`] picks the implementation once.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Where cgroup filesystems are mounted on every distribution this runtime supports.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Errors from cgroup operations, each naming the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// `statfs` of the cgroup root failed.
+    #[error("inspecting {path}")]
+    Detect {
+        /// The path inspected.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: nix::Error,
+    },
+    /// The cgroup root is neither a cgroup2 mount nor a tmpfs of v1 mounts.
+    #[error("{path} is not a cgroup v1 or v2 mount")]
+    NoCgroups {
+        /// The path inspected.
+        path: PathBuf,
+    },
+    /// Reading `/proc/self/mountinfo` failed.
+    #[error("reading /proc/self/mountinfo")]
+    MountInfo(#[source] io::Error),
+    /// A cgroup path given by a caller is not absolute or climbs with `..`.
+    #[error("invalid cgroup path {path:?}: it must be absolute, without '..'")]
+    InvalidPath {
+        /// The path given.
+        path: String,
+    },
+    /// Creating a cgroup directory failed.
+    #[error("creating cgroup {path}")]
+    Create {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing a cgroup file failed.
+    #[error("writing {value:?} to {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What was written.
+        value: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading a cgroup file failed.
+    #[error("reading {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Removing a cgroup directory failed (processes still in it).
+    #[error("removing cgroup {path}")]
+    Remove {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The cgroup layout of this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupLayout {
+    /// cgroup v1 controllers only.
+    Legacy,
+    /// v1 controllers plus an empty v2 tree at `unified/`: driven as v1.
+    Hybrid,
+    /// cgroup v2.
+    Unified,
+}
+
+/// Detects the layout under `root` (normally [`CGROUP_ROOT`]).
+pub fn detect_layout(root: &Path) -> Result<CgroupLayout, CgroupError> {
+    use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, TMPFS_MAGIC, statfs};
+    let stat = |p: &Path| {
+        statfs(p).map_err(|source| CgroupError::Detect {
+            path: p.to_owned(),
+            source,
+        })
+    };
+    let fs_type = stat(root)?.filesystem_type();
+    if fs_type == CGROUP2_SUPER_MAGIC {
+        return Ok(CgroupLayout::Unified);
+    }
+    if fs_type != TMPFS_MAGIC {
+        return Err(CgroupError::NoCgroups {
+            path: root.to_owned(),
+        });
+    }
+    let unified = root.join("unified");
+    if unified.is_dir() && stat(&unified)?.filesystem_type() == CGROUP2_SUPER_MAGIC {
+        Ok(CgroupLayout::Hybrid)
+    } else {
+        Ok(CgroupLayout::Legacy)
+    }
+}
+
+/// Checks a cgroup path (`/rkube/pod-x`): absolute, no `..`, and returns it without the `/`.
+pub fn relative(path: &str) -> Result<PathBuf, CgroupError> {
+    let invalid = || CgroupError::InvalidPath {
+        path: path.to_owned(),
+    };
+    let rest = path.strip_prefix('/').ok_or_else(invalid)?;
+    if rest.split('/').any(|p| p == ".." || p == ".") {
+        return Err(invalid());
+    }
+    Ok(PathBuf::from(rest.trim_end_matches('/')))
+}
+
+/// One value read back from a container or pod cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupValue {
+    /// The CFS quota in microseconds (`-1`/`max` = none is `None`) and period.
+    CpuQuota,
+    /// The memory limit in bytes.
+    MemoryLimit,
+}
+
+/// The pod cgroups and read-backs, for one layout. Chosen once by [`Cgroups::detect`].
+pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
+    /// The layout this driver serves.
+    fn layout(&self) -> CgroupLayout;
+    /// Creates the cgroup (and its parents) in every controller, ready to take processes.
+    fn create(&self, path: &str) -> Result<(), CgroupError>;
+    /// Moves a process into the cgroup.
+    fn add_process(&self, path: &str, pid: u32) -> Result<(), CgroupError>;
+    /// Removes the cgroup and any (empty) child cgroups left in it; absent is fine.
+    fn remove(&self, path: &str) -> Result<(), CgroupError>;
+    /// Whether the cgroup exists in any controller.
+    fn exists(&self, path: &str) -> bool;
+    /// The file whose `oom_kill N` line counts OOM kills in the cgroup.
+    fn oom_events_file(&self, path: &str) -> Result<PathBuf, CgroupError>;
+    /// Reads one value back (`None`: no limit set).
+    fn read(&self, path: &str, value: CgroupValue) -> Result<Option<i64>, CgroupError>;
+}
+
+/// Parses the `oom_kill N` line of `memory.oom_control` (v1) or `memory.events` (v2).
+pub fn parse_oom_kills(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("oom_kill "))
+        .filter_map(|v| v.trim().parse().ok())
+        .next()
+        .unwrap_or(0)
+}
+
+/// Picks the driver for this machine.
+pub struct Cgroups;
+
+impl Cgroups {
+    /// Detects the layout under [`CGROUP_ROOT`] and returns its driver.
+    pub fn detect() -> Result<Box<dyn CgroupDriver>, CgroupError> {
+        let root = Path::new(CGROUP_ROOT);
+        Ok(match detect_layout(root)? {
+            layout @ (CgroupLayout::Legacy | CgroupLayout::Hybrid) => {
+                Box::new(V1::from_mountinfo(layout)?)
+            }
+            CgroupLayout::Unified => Box::new(V2 {
+                root: root.to_owned(),
+            }),
+        })
+    }
+}
+
+/// cgroup v1: one hierarchy per mount, each with its controllers.
+#[derive(Debug)]
+pub struct V1 {
+    layout: CgroupLayout,
+    /// Controller name → mount point (co-mounted controllers share one).
+    controllers: BTreeMap<String, PathBuf>,
+}
+
+impl V1 {
+    /// Finds the v1 controller mounts in `/proc/self/mountinfo`.
+    pub fn from_mountinfo(layout: CgroupLayout) -> Result<Self, CgroupError> {
+        let text = fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::MountInfo)?;
+        Ok(Self {
+            layout,
+            controllers: parse_v1_mounts(&text),
+        })
+    }
+
+    /// The distinct hierarchy mount points.
+    fn hierarchies(&self) -> Vec<&PathBuf> {
+        let mut mounts: Vec<&PathBuf> = self.controllers.values().collect();
+        mounts.sort();
+        mounts.dedup();
+        mounts
+    }
+
+    fn dir(&self, controller: &str, path: &str) -> Result<Option<PathBuf>, CgroupError> {
+        let rel = relative(path)?;
+        Ok(self.controllers.get(controller).map(|m| m.join(rel)))
+    }
+}
+
+/// Parses v1 controller mounts (`cgroup` type, super options naming controllers) from mountinfo.
+fn parse_v1_mounts(mountinfo: &str) -> BTreeMap<String, PathBuf> {
+    let mut out = BTreeMap::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut right = right.split(' ');
+        if right.next() != Some("cgroup") {
+            continue;
+        }
+        let Some(mount_point) = left.split(' ').nth(4) else {
+            continue;
+        };
+        let options = right.nth(1).unwrap_or("");
+        for opt in options.split(',') {
+            if matches!(
+                opt,
+                "cpu"
+                    | "cpuacct"
+                    | "cpuset"
+                    | "memory"
+                    | "devices"
+                    | "freezer"
+                    | "blkio"
+                    | "pids"
+                    | "net_cls"
+                    | "net_prio"
+                    | "hugetlb"
+                    | "perf_event"
+                    | "rdma"
+                    | "misc"
+            ) {
+                out.insert(opt.to_owned(), PathBuf::from(mount_point));
+            }
+        }
+    }
+    out
+}
+
+impl CgroupDriver for V1 {
+    fn layout(&self) -> CgroupLayout {
+        self.layout
+    }
+
+    fn create(&self, path: &str) -> Result<(), CgroupError> {
+        let rel = relative(path)?;
+        for mount in self.hierarchies() {
+            let mut dir = mount.clone();
+            for part in rel.iter() {
+                let parent = dir.clone();
+                dir.push(part);
+                match fs::create_dir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(source) => return Err(CgroupError::Create { path: dir, source }),
+                }
+                // A new cpuset cgroup starts with no CPUs or memory nodes and refuses tasks
+                // until given its parent's.
+                if self.controllers.get("cpuset") == Some(mount) {
+                    for file in ["cpuset.cpus", "cpuset.mems"] {
+                        let value = read_file(&parent.join(file))?;
+                        write_file(&dir.join(file), value.trim())?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn add_process(&self, path: &str, pid: u32) -> Result<(), CgroupError> {
+        let rel = relative(path)?;
+        for mount in self.hierarchies() {
+            write_file(&mount.join(&rel).join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn remove(&self, path: &str) -> Result<(), CgroupError> {
+        let rel = relative(path)?;
+        for mount in self.hierarchies() {
+            remove_tree(&mount.join(&rel))?;
+        }
+        Ok(())
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        relative(path).is_ok_and(|rel| self.hierarchies().iter().any(|m| m.join(&rel).exists()))
+    }
+
+    fn oom_events_file(&self, path: &str) -> Result<PathBuf, CgroupError> {
+        Ok(self
+            .dir("memory", path)?
+            .unwrap_or_else(|| PathBuf::from("/nonexistent"))
+            .join("memory.oom_control"))
+    }
+
+    fn read(&self, path: &str, value: CgroupValue) -> Result<Option<i64>, CgroupError> {
+        let (controller, file) = match value {
+            CgroupValue::CpuQuota => ("cpu", "cpu.cfs_quota_us"),
+            CgroupValue::MemoryLimit => ("memory", "memory.limit_in_bytes"),
+        };
+        let Some(dir) = self.dir(controller, path)? else {
+            return Ok(None);
+        };
+        let text = read_file(&dir.join(file))?;
+        let v: i64 = text.trim().parse().unwrap_or(-1);
+        // v1 reports "no limit" as -1 (quota) or a page-rounded huge number (memory).
+        Ok((0..i64::MAX / 2).contains(&v).then_some(v))
+    }
+}
+
+/// cgroup v2: one tree; controllers are enabled per level in `cgroup.subtree_control`.
+#[derive(Debug)]
+pub struct V2 {
+    root: PathBuf,
+}
+
+impl CgroupDriver for V2 {
+    fn layout(&self) -> CgroupLayout {
+        CgroupLayout::Unified
+    }
+
+    fn create(&self, path: &str) -> Result<(), CgroupError> {
+        let rel = relative(path)?;
+        let mut dir = self.root.clone();
+        for part in rel.iter() {
+            // Children get the controllers only if each ancestor delegates them.
+            let controllers = read_file(&dir.join("cgroup.controllers")).unwrap_or_default();
+            let enable: Vec<String> = controllers
+                .split_whitespace()
+                .filter(|c| matches!(*c, "cpu" | "memory" | "pids" | "io" | "cpuset" | "hugetlb"))
+                .map(|c| format!("+{c}"))
+                .collect();
+            if !enable.is_empty() {
+                write_file(&dir.join("cgroup.subtree_control"), &enable.join(" "))?;
+            }
+            dir.push(part);
+            match fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(source) => return Err(CgroupError::Create { path: dir, source }),
+            }
+        }
+        Ok(())
+    }
+
+    fn add_process(&self, path: &str, pid: u32) -> Result<(), CgroupError> {
+        write_file(
+            &self.root.join(relative(path)?).join("cgroup.procs"),
+            &pid.to_string(),
+        )
+    }
+
+    fn remove(&self, path: &str) -> Result<(), CgroupError> {
+        remove_tree(&self.root.join(relative(path)?))
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        relative(path).is_ok_and(|rel| self.root.join(rel).exists())
+    }
+
+    fn oom_events_file(&self, path: &str) -> Result<PathBuf, CgroupError> {
+        Ok(self.root.join(relative(path)?).join("memory.events"))
+    }
+
+    fn read(&self, path: &str, value: CgroupValue) -> Result<Option<i64>, CgroupError> {
+        let dir = self.root.join(relative(path)?);
+        let text = match value {
+            CgroupValue::CpuQuota => read_file(&dir.join("cpu.max"))?
+                .split_whitespace()
+                .next()
+                .unwrap_or("max")
+                .to_owned(),
+            CgroupValue::MemoryLimit => read_file(&dir.join("memory.max"))?,
+        };
+        Ok(text.trim().parse().ok())
+    }
+}
+
+fn read_file(path: &Path) -> Result<String, CgroupError> {
+    fs::read_to_string(path).map_err(|source| CgroupError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(|source| CgroupError::Write {
+        path: path.to_owned(),
+        value: value.to_owned(),
+        source,
+    })
+}
+
+/// Removes a cgroup directory, children first (cgroup dirs can only be `rmdir`ed, never
+/// emptied of their control files).
+fn remove_tree(dir: &Path) -> Result<(), CgroupError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(CgroupError::Remove {
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&entry.path())?;
+        }
+    }
+    match fs::remove_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(CgroupError::Remove {
+            path: dir.to_owned(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+25 20 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+26 25 0:23 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+27 25 0:24 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd
+30 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+31 25 0:28 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+";
+
+    #[test]
+    fn v1_mounts_are_found_by_controller_and_named_hierarchies_are_skipped() {
+        let mounts = parse_v1_mounts(MOUNTINFO);
+        assert_eq!(
+            mounts.get("cpu").map(PathBuf::as_path),
+            Some(Path::new("/sys/fs/cgroup/cpu,cpuacct"))
+        );
+        assert_eq!(mounts.get("cpu"), mounts.get("cpuacct"));
+        assert!(mounts.contains_key("memory"));
+        assert_eq!(mounts.len(), 3);
+        let v1 = V1 {
+            layout: CgroupLayout::Hybrid,
+            controllers: mounts,
+        };
+        assert_eq!(
+            v1.hierarchies().len(),
+            2,
+            "co-mounted controllers share a hierarchy"
+        );
+    }
+
+    #[test]
+    fn cgroup_paths_must_be_absolute_without_dot_dot() {
+        assert_eq!(relative("/rkube/pod-1/").unwrap(), Path::new("rkube/pod-1"));
+        for bad in ["rkube", "/rkube/../etc", "/a/./b"] {
+            assert!(
+                matches!(relative(bad), Err(CgroupError::InvalidPath { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn oom_kill_counts_are_read_from_v1_and_v2_files() {
+        assert_eq!(
+            parse_oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
+            2
+        );
+        assert_eq!(
+            parse_oom_kills("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"),
+            1
+        );
+        assert_eq!(parse_oom_kills(""), 0);
+    }
+}
