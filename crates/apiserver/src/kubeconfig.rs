@@ -5,10 +5,16 @@ use std::path::Path;
 
 use base64::Engine;
 
-use crate::pki::Pki;
+use crate::pki::{CertPair, Pki};
 
 /// Renders a kubeconfig for `server` (e.g. `https://127.0.0.1:6443`) with the admin identity.
 pub fn admin_kubeconfig(pki: &Pki, server: &str) -> String {
+    kubeconfig_for(pki, server, &pki.admin)
+}
+
+/// Renders a kubeconfig for `server` with the client identity `client` (the in-process
+/// controllers get their own, so the apiserver sees who acts).
+pub fn kubeconfig_for(pki: &Pki, server: &str, client: &CertPair) -> String {
     let b64 = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem.as_bytes());
     format!(
         "apiVersion: v1
@@ -32,8 +38,8 @@ users:
     client-key-data: {key}
 ",
         ca = b64(&pki.ca.cert_pem),
-        cert = b64(&pki.admin.cert_pem),
-        key = b64(&pki.admin.key_pem),
+        cert = b64(&client.cert_pem),
+        key = b64(&client.key_pem),
     )
 }
 

@@ -37,6 +37,8 @@ enum Command {
     Server(commands::server::ServerArgs),
     /// Run the Kubernetes API server alone.
     Apiserver(commands::apiserver::ApiserverArgs),
+    /// Run the controllers alone, against a running apiserver.
+    ControllerManager(commands::controller_manager::ControllerManagerArgs),
     /// Inspect, back up and restore the embedded datastore.
     Datastore(commands::datastore::DatastoreArgs),
     /// Import, list, pull and remove the node's images.
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Server(args) => commands::server::run(args).await,
             Command::Apiserver(args) => commands::apiserver::run(args).await,
+            Command::ControllerManager(args) => commands::controller_manager::run(args).await,
             Command::Datastore(args) => commands::datastore::run(args).await,
             Command::Images(args) => commands::images::run(args).await,
             Command::Runtime(args) => commands::runtime::run(args).await,

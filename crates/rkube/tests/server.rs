@@ -125,8 +125,22 @@ fn rkube_server_says_what_it_runs_and_where_its_files_are() {
         let kc = server.dir.path().join("kubeconfig.yaml");
         let out = kubectl(&bin, &kc, &["get", "namespaces", "-o", "name"]);
         assert!(String::from_utf8_lossy(&out.stdout).contains("namespace/kube-system"));
+        // The controllers run in-process: deleting a namespace empties it and it goes
+        // (kubectl waits for that).
+        for args in [
+            &["create", "namespace", "scratch"][..],
+            &["create", "configmap", "c", "-n", "scratch"],
+            &["delete", "namespace", "scratch", "--timeout=60s"],
+        ] {
+            let out = kubectl(&bin, &kc, args);
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
-    let quiet = Server::start(&["--disable-agent"]);
+    let quiet = Server::start(&["--disable-agent", "--disable-controller-manager"]);
     assert!(
         !quiet.log().contains("not available yet"),
         "{}",

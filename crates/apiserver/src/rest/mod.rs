@@ -523,6 +523,29 @@ fn same_object(a: &Value, b: &Value) -> bool {
     strip(a) == strip(b)
 }
 
+/// Whether an object being deleted may go now: no `metadata.finalizers`, and for a namespace
+/// no `spec.finalizers` either (the namespace controller's `kubernetes`, removed through
+/// `namespaces/{name}/finalize` once the namespace is empty).
+pub(crate) fn ready_to_go(info: &ResourceInfo, obj: &Value) -> bool {
+    let deleting = obj
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null());
+    let spec_finalizers = info.group.is_empty()
+        && info.kind == "Namespace"
+        && obj
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+    deleting
+        && finalizers(obj).is_empty()
+        && !spec_finalizers
+        && obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            == 0
+}
+
 fn finalizers(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
@@ -1062,16 +1085,7 @@ impl Api<'_> {
                 Ok(new_revision) => {
                     storage::set_resource_version(&mut new, new_revision);
                     // The last finalizer of an object being deleted is gone: delete it now.
-                    if new
-                        .pointer("/metadata/deletionTimestamp")
-                        .is_some_and(|v| !v.is_null())
-                        && finalizers(&new).is_empty()
-                        && new
-                            .pointer("/metadata/deletionGracePeriodSeconds")
-                            .and_then(Value::as_i64)
-                            .unwrap_or(0)
-                            == 0
-                    {
+                    if ready_to_go(info, &new) {
                         match self.objects.store().delete(&key, Some(new_revision)).await {
                             Ok(_) => {
                                 if let Some(h) = self.hooks.of(info) {

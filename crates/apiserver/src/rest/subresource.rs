@@ -582,6 +582,14 @@ async fn finalize(
         Ok(next)
     })
     .await?;
+    // The last finalizer of a terminating namespace is gone: it goes now.
+    if !dry && super::ready_to_go(info, &obj) {
+        let revision = str_at(&obj, "/metadata/resourceVersion").parse().ok();
+        match api.objects.store().delete(&key, revision).await {
+            Ok(_) | Err(StoreError::NotFound { .. }) | Err(StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(internal(e)),
+        }
+    }
     Ok(negotiate::respond(StatusCode::OK, &obj, accept))
 }
 

@@ -54,12 +54,17 @@ pub struct ApiserverArgs {
 
 /// Runs the apiserver until SIGINT or SIGTERM.
 pub async fn run(args: ApiserverArgs) -> anyhow::Result<()> {
-    run_control_plane(args, "rkube apiserver").await
+    run_control_plane(args, "rkube apiserver", false).await
 }
 
-/// Starts the control plane (today: the apiserver) and serves until SIGINT or SIGTERM. `who`
-/// opens the line printed once it is ready.
-pub async fn run_control_plane(args: ApiserverArgs, who: &str) -> anyhow::Result<()> {
+/// Starts the control plane (the apiserver and, with `controllers`, the controller-manager as
+/// an in-process API client) and serves until SIGINT or SIGTERM. `who` opens the line printed
+/// once it is ready.
+pub async fn run_control_plane(
+    args: ApiserverArgs,
+    who: &str,
+    controllers: bool,
+) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let service_cidr = Cidr::parse(&args.service_cidr).context("--service-cidr")?;
     let store: Arc<dyn Store> = if args.datastore_endpoint.is_empty() {
@@ -125,6 +130,20 @@ pub async fn run_control_plane(args: ApiserverArgs, who: &str) -> anyhow::Result
     )
     .with_context(|| format!("writing the kubeconfig {}", args.write_kubeconfig.display()))?;
     let serving = tokio::spawn(server.run());
+    let controller_manager = if controllers {
+        // Its own identity, over the same HTTPS road as any client (DESIGN.md: only the
+        // apiserver touches the store).
+        let cert = pki
+            .mint_client("system:kube-controller-manager", &[])
+            .context("minting the controller-manager's client certificate")?;
+        let text = kubeconfig::kubeconfig_for(&pki, &url, &cert);
+        let client = super::controller_manager::client_from_kubeconfig(&text).await?;
+        Some(tokio::spawn(async move {
+            rkube_controller_manager::run(client, &[]).await
+        }))
+    } else {
+        None
+    };
     tracing::info!(%url, kubeconfig = %args.write_kubeconfig.display(), elapsed = ?started.elapsed(), "apiserver ready");
     eprintln!(
         "{who} listening on {url}; admin kubeconfig written to {}; join token in {}",
@@ -133,6 +152,9 @@ pub async fn run_control_plane(args: ApiserverArgs, who: &str) -> anyhow::Result
     );
 
     shutdown_signal().await;
+    if let Some(cm) = controller_manager {
+        cm.abort();
+    }
     serving.abort();
     compactor.abort();
     Ok(())
@@ -156,7 +178,7 @@ fn advertise_address(bind: IpAddr) -> IpAddr {
         .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

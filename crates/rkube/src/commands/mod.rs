@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod apiserver;
+pub mod controller_manager;
 pub mod crictl;
 pub mod datastore;
 pub mod images;

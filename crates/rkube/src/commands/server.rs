@@ -30,6 +30,9 @@ pub struct ServerArgs {
     /// Run the control plane only, without a node on this machine.
     #[arg(long)]
     disable_agent: bool,
+    /// Do not run the controllers (garbage collector, namespace controller, ...) in-process.
+    #[arg(long)]
+    disable_controller_manager: bool,
 }
 
 /// Runs `rkube server` until SIGINT or SIGTERM.
@@ -52,5 +55,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
              running the control plane only, as with --disable-agent"
         );
     }
-    run_control_plane(args.control_plane, "rkube server").await
+    run_control_plane(
+        args.control_plane,
+        "rkube server",
+        !args.disable_controller_manager,
+    )
+    .await
 }
