@@ -115,7 +115,8 @@ impl Apiserver {
         let openapi = Arc::new(crate::openapi::OpenApi::new(
             crate::registry::catalog::served_resources(),
         ));
-        let objects = Objects::new(store.clone(), openapi.clone());
+        let objects = Objects::new(store.clone(), openapi.clone())
+            .with_cache(crate::rest::cache::WatchCache::start(store.clone()));
         crate::rest::ensure_system_namespaces(&objects)
             .await
             .map_err(|e| ServeError::Bootstrap(e.message))?;

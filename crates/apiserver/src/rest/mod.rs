@@ -7,6 +7,7 @@
 //! shared metadata rules ([`crate::registry::meta`]). Reads go through [`storage::Objects`];
 //! watches are in [`watch`]. Start at [`serve`].
 
+pub mod cache;
 pub mod hooks;
 pub mod negotiate;
 pub mod pagination;
@@ -735,6 +736,14 @@ impl Api<'_> {
                 ));
             }
         }
+        if continuing.is_none()
+            && revision == 0
+            && let Some(response) = self
+                .list_from_cache(target, &prefix, rv, &filter, limit, accept, include)
+                .await
+        {
+            return Ok(response);
+        }
         let mut items = Vec::new();
         let mut next = None;
         let page_size = if limit == 0 { 0 } else { limit.max(100) };
@@ -773,6 +782,98 @@ impl Api<'_> {
             include,
         );
         Ok(negotiate::respond(StatusCode::OK, &body, accept))
+    }
+
+    /// A list at the current state from the watch cache, once it is as new as the request
+    /// needs (`resourceVersion` unset: as new as the store; `0`: any; N: at least N); `None`
+    /// sends the caller to the store. A continue token points at the store at the list's
+    /// revision, so later pages are the same snapshot.
+    #[allow(clippy::too_many_arguments)]
+    async fn list_from_cache(
+        &self,
+        target: &Target,
+        prefix: &str,
+        rv: &str,
+        filter: &Filter,
+        limit: usize,
+        accept: Accept,
+        include: IncludeObject,
+    ) -> Option<Response> {
+        let cache = self.objects.cache()?;
+        let fresh = match rv {
+            "" => cache.wait_fresh(&**self.objects.store()).await,
+            "0" => cache.ready(),
+            n => cache.wait_for(n.parse().ok()?).await,
+        };
+        if !fresh {
+            return None;
+        }
+        let info = target.info;
+        let listed = cache.list(prefix, None, limit, |obj| obj.selected(filter, info))?;
+        let next = listed.last_key.as_ref().map(|key| {
+            let after = rkube_store::key_after(key);
+            pagination::encode(listed.revision, &after[prefix.len()..])
+        });
+        if accept.format == negotiate::Format::Json && accept.shape == negotiate::Shape::Object {
+            // Concatenated encodings made once per object version: no decode, no re-encode.
+            let mut meta = json!({"resourceVersion": listed.revision.to_string()});
+            if let Some(token) = &next {
+                meta["continue"] = json!(token);
+            }
+            let size: usize = listed.items.iter().map(|o| o.json().len() + 1).sum();
+            let mut body = Vec::with_capacity(size + 256);
+            body.extend_from_slice(
+                format!(
+                    r#"{{"kind":"{}List","apiVersion":"{}","metadata":{meta},"items":["#,
+                    info.kind,
+                    info.api_version()
+                )
+                .as_bytes(),
+            );
+            for (i, obj) in listed.items.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                // Items keep their kind and apiVersion (upstream's typed lists drop them;
+                // clients read both), so one encoding serves lists, gets and watches.
+                body.extend_from_slice(obj.json());
+            }
+            body.extend_from_slice(b"]}");
+            return Some(negotiate::respond_json_bytes(StatusCode::OK, body));
+        }
+        if accept.format == negotiate::Format::Json
+            && accept.shape == negotiate::Shape::Table
+            && include == IncludeObject::Metadata
+        {
+            // kubectl get: rows made once per object version, concatenated.
+            let mut meta = json!({"resourceVersion": listed.revision.to_string()});
+            if let Some(token) = &next {
+                meta["continue"] = json!(token);
+            }
+            let mut body = format!(
+                r#"{{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{meta},"columnDefinitions":{},"rows":["#,
+                render::column_definitions(info)
+            )
+            .into_bytes();
+            for (i, obj) in listed.items.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&obj.metadata_row_json(info));
+            }
+            body.extend_from_slice(b"]}");
+            return Some(negotiate::respond_json_bytes(StatusCode::OK, body));
+        }
+        let items = listed.items.iter().map(|o| o.value()).collect();
+        let body = render::list(
+            info,
+            items,
+            listed.revision.to_string(),
+            next,
+            accept.shape,
+            include,
+        );
+        Some(negotiate::respond(StatusCode::OK, &body, accept))
     }
 
     /// 404 when the namespace of a new object is missing, 403 when it is terminating.

@@ -274,6 +274,16 @@ pub fn respond(code: StatusCode, body: &Value, accept: Accept) -> Response {
     response
 }
 
+/// A JSON answer already encoded (lists served from the watch cache).
+pub fn respond_json_bytes(code: StatusCode, bytes: Vec<u8>) -> Response {
+    let mut response = (code, bytes).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

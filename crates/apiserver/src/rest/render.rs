@@ -40,7 +40,8 @@ pub fn partial(obj: &Value) -> Value {
     })
 }
 
-fn column_definitions(info: &ResourceInfo) -> Value {
+/// The `columnDefinitions` of a resource's `Table`.
+pub fn column_definitions(info: &ResourceInfo) -> Value {
     Value::Array(
         info.strategy
             .columns()
@@ -62,15 +63,7 @@ pub fn table(
 ) -> Value {
     let rows: Vec<Value> = items
         .iter()
-        .map(|obj| {
-            let mut row = json!({"cells": info.strategy.cells(obj)});
-            match include {
-                IncludeObject::None => {}
-                IncludeObject::Metadata => row["object"] = partial(obj),
-                IncludeObject::Object => row["object"] = obj.clone(),
-            }
-            row
-        })
+        .map(|obj| table_row(info, obj, include))
         .collect();
     json!({
         "kind": "Table",
@@ -79,6 +72,17 @@ pub fn table(
         "columnDefinitions": column_definitions(info),
         "rows": rows,
     })
+}
+
+/// One `Table` row: the resource's cells, and the object as `include` asks.
+pub fn table_row(info: &ResourceInfo, obj: &Value, include: IncludeObject) -> Value {
+    let mut row = json!({"cells": info.strategy.cells(obj)});
+    match include {
+        IncludeObject::None => {}
+        IncludeObject::Metadata => row["object"] = partial(obj),
+        IncludeObject::Object => row["object"] = obj.clone(),
+    }
+    row
 }
 
 /// One object in the requested shape.

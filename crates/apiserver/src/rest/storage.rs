@@ -16,6 +16,7 @@ use crate::status::ApiError;
 pub struct Objects {
     store: Arc<dyn Store>,
     openapi: Arc<crate::openapi::OpenApi>,
+    cache: Option<Arc<super::cache::WatchCache>>,
 }
 
 /// One page of a list.
@@ -69,7 +70,22 @@ pub fn internal(error: StoreError) -> ApiError {
 impl Objects {
     /// Objects over `store`, with the schemas `openapi` publishes.
     pub fn new(store: Arc<dyn Store>, openapi: Arc<crate::openapi::OpenApi>) -> Self {
-        Self { store, openapi }
+        Self {
+            store,
+            openapi,
+            cache: None,
+        }
+    }
+
+    /// These objects with a watch cache serving lists and watches from memory.
+    pub fn with_cache(mut self, cache: Arc<super::cache::WatchCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The watch cache, when there is one.
+    pub fn cache(&self) -> Option<&Arc<super::cache::WatchCache>> {
+        self.cache.as_ref()
     }
 
     /// The OpenAPI documents and schema model (built-ins plus registered custom resources).

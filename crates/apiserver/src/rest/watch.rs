@@ -5,10 +5,13 @@
 //! matching is sent as `DELETED`, one that starts as `ADDED`. A revision that is compacted
 //! yields one `ERROR` event carrying a 410 `Status`.
 //!
-//! One task per watch reads the store's stream and writes into a small bounded channel that the
-//! response body drains, so a slow reader holds the task (and the store falls back to reading
-//! history) instead of growing a queue; a reader that goes away ends the task.
+//! Watches are served from the watch cache (`cache.rs`) when it can: one broadcast channel per
+//! watched prefix, the change lines encoded once for all plain-JSON watchers; a watcher that
+//! falls the channel's depth behind is ended. Otherwise (cache not ready, a revision older than
+//! its ring) one task per watch reads the store's stream. Either way the task writes into a
+//! small bounded channel that the response body drains, and a reader that goes away ends it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -20,6 +23,9 @@ use rkube_store::{Error as StoreError, EventType, Revision, WatchItem};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::cache::{
+    BATCH, Cached, Change, EventKind, Start, Subscription, TooOld, WatchCache, event_line,
+};
 use super::negotiate::{Accept, Format, Shape};
 use super::render::{self, IncludeObject};
 use super::storage::{self, Objects};
@@ -121,6 +127,7 @@ pub async fn serve(
         ));
     }
     let watcher = Watcher {
+        consistent: rv.is_empty(),
         objects: objects.clone(),
         protobuf,
         info,
@@ -160,6 +167,8 @@ pub async fn serve(
 }
 
 struct Watcher {
+    /// `resourceVersion` unset: the initial state is as new as the store.
+    consistent: bool,
     objects: Objects,
     /// Length-prefixed protobuf `WatchEvent`s instead of JSON lines.
     protobuf: bool,
@@ -214,7 +223,151 @@ impl Watcher {
         self.encode("ERROR", error.to_status())
     }
 
+    /// Serves the watch from the watch cache when it can (see `cache.rs`), else from the store.
     async fn run(self, tx: mpsc::Sender<Bytes>) {
+        if let Some(cache) = self.objects.cache().cloned() {
+            let fresh = if !self.initial {
+                // The ring may still hold changes the store has compacted away; a client must
+                // get its 410 all the same (from the store path below), as without a cache.
+                !self.compacted(self.start).await && cache.wait_for(self.start).await
+            } else if self.consistent {
+                cache.wait_fresh(&**self.objects.store()).await
+            } else {
+                cache.ready()
+            };
+            let start = if self.initial {
+                Start::Snapshot
+            } else {
+                Start::After(self.start)
+            };
+            if fresh && let Some(subscription) = cache.subscribe(&self.prefix, start) {
+                return self.run_cached(cache, subscription, tx).await;
+            }
+        }
+        self.run_store(tx).await
+    }
+
+    async fn run_cached(
+        self,
+        cache: Arc<WatchCache>,
+        subscription: Subscription,
+        tx: mpsc::Sender<Bytes>,
+    ) {
+        for obj in &subscription.initial {
+            if obj.selected(&self.filter, self.info)
+                && tx
+                    .send(self.encode_cached(EventKind::Added, obj))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+        let mut cursor = subscription.cursor;
+        if self.initial_end_bookmark && tx.send(self.bookmark(cursor, true)).await.is_err() {
+            return;
+        }
+        let (mut changed, mut progress) = (subscription.changed, subscription.progress);
+        loop {
+            // Deliver everything after the cursor, a batch at a time (the lock is not held
+            // while sending, so a slow client slows only itself).
+            loop {
+                let (changes, next) = match cache.changes_after(&self.prefix, cursor) {
+                    Ok(batch) => batch,
+                    Err(TooOld) => {
+                        // Too slow for the ring (or the cache is refilling): end the stream;
+                        // the client re-watches from its last revision.
+                        tracing::debug!(prefix = %self.prefix, cursor, "ending a watch that fell behind");
+                        return;
+                    }
+                };
+                let full = changes.len() >= BATCH;
+                for change in &changes {
+                    if let Some(chunk) = self.cached_event(change)
+                        && tx.send(chunk).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                cursor = next;
+                if !full {
+                    break;
+                }
+            }
+            tokio::select! {
+                woke = changed.changed() => if woke.is_err() { return },
+                woke = progress.changed() => {
+                    if woke.is_err() {
+                        return;
+                    }
+                    if self.bookmarks {
+                        // Deliver what is pending first: a bookmark promises all before it.
+                        if let Ok((pending, next)) = cache.changes_after(&self.prefix, cursor)
+                            && pending.is_empty()
+                        {
+                            cursor = next;
+                            if tx.send(self.bookmark(cursor, false)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                _ = tx.closed() => return,
+            }
+        }
+    }
+
+    /// Whether the store has compacted `revision` away (a one-key read at it says).
+    async fn compacted(&self, revision: Revision) -> bool {
+        let probe = rkube_store::ListOptions {
+            prefix: self.prefix.clone(),
+            start_key: None,
+            limit: 1,
+            revision,
+        };
+        matches!(
+            self.objects.store().list(probe).await,
+            Err(StoreError::Compacted { .. })
+        )
+    }
+
+    /// Plain JSON watches share the cache's encodings; other shapes encode per watcher.
+    fn shares_encoding(&self) -> bool {
+        !self.protobuf && self.shape == Shape::Object
+    }
+
+    fn encode_cached(&self, kind: EventKind, obj: &Cached) -> Bytes {
+        if self.shares_encoding() {
+            event_line(kind.name(), obj.json())
+        } else {
+            self.encode(kind.name(), obj.value())
+        }
+    }
+
+    /// The event a watcher sees for a cached change, after selectors.
+    fn cached_event(&self, change: &Change) -> Option<Bytes> {
+        let prev_matches = change
+            .prev
+            .as_ref()
+            .is_some_and(|p| p.selected(&self.filter, self.info));
+        let kind = match &change.object {
+            Some(obj) => match (prev_matches, obj.selected(&self.filter, self.info)) {
+                (true, true) => EventKind::Modified,
+                (false, true) => EventKind::Added,
+                (true, false) => EventKind::Deleted,
+                (false, false) => return None,
+            },
+            None if prev_matches => EventKind::Deleted,
+            None => return None,
+        };
+        if self.shares_encoding() {
+            return change.json_line(kind);
+        }
+        let obj = change.event_object()?;
+        Some(self.encode(kind.name(), obj.value()))
+    }
+
+    async fn run_store(self, tx: mpsc::Sender<Bytes>) {
         let mut from = self.start;
         if self.initial {
             let page = match self.objects.list(&self.prefix, None, 0, self.start).await {
