@@ -22,8 +22,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::sync::Mutex;
 
 type Sender = http2::SendRequest<Full<Bytes>>;
@@ -61,29 +60,12 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        let read = |f: &str| std::fs::read(tls_dir.join(f)).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&read("server-ca.crt")) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let chain = CertificateDer::pem_slice_iter(&read("client-admin.crt"))
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_slice(&read("client-admin.key")).unwrap();
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        let config = rkube_testsupport::tls::admin_client_config(&tls_dir);
         Server {
             child,
             dir,
             port,
-            tls: Arc::new(config),
+            tls: config,
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod containerd;
 pub mod registry;
+pub mod tls;
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};

@@ -353,19 +353,18 @@ impl WatchCache {
     fn apply(&self, event: Event) {
         let revision = event.revision();
         let key = event.kv.key.clone();
-        // What the ring keeps alive: the new version (a delete keeps the old one).
-        let size = event
-            .kv
-            .value
-            .len()
-            .max(event.prev.as_ref().map_or(0, |p| p.value.len()))
-            + 256;
+        // What the ring keeps alive: the new version and its event line, and the old version.
+        let size =
+            2 * event.kv.value.len() + event.prev.as_ref().map_or(0, |p| p.value.len()) + 256;
         let mut state = self.write();
         let prev = state.objects.get(&key).cloned();
         let change = match event.kind {
             EventType::Put => {
                 let Ok(value) = serde_json::from_slice::<Value>(&event.kv.value) else {
+                    // Not an object (nothing the REST path reads): only the revision moves.
                     state.revision = state.revision.max(revision);
+                    drop(state);
+                    self.revision.send_replace(revision);
                     return;
                 };
                 let object = Arc::new(Cached::new(key.clone(), revision, value));
@@ -434,6 +433,9 @@ impl WatchCache {
     /// Waits until the cache has seen `revision` (asking the store for progress); false if it
     /// does not within a second (the caller reads the store instead).
     pub async fn wait_for(&self, revision: Revision) -> bool {
+        if !self.ready() {
+            return false;
+        }
         let mut rx = self.revision.subscribe();
         if *rx.borrow() >= revision {
             return self.ready();
