@@ -160,6 +160,63 @@ pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
     fn oom_events_file(&self, path: &str) -> Result<PathBuf, CgroupError>;
     /// Reads one value back (`None`: no limit set).
     fn read(&self, path: &str, value: CgroupValue) -> Result<Option<i64>, CgroupError>;
+    /// CPU and memory used by the cgroup's processes, for CRI stats.
+    fn usage(&self, path: &str) -> Result<CgroupUsage, CgroupError>;
+}
+
+/// What a cgroup's processes use (the counters CRI's `ContainerStats` reports).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupUsage {
+    /// CPU time used since the cgroup was made, in nanoseconds.
+    pub cpu_ns: u64,
+    /// Memory charged to the cgroup, page cache included.
+    pub memory_bytes: u64,
+    /// The working set: usage minus inactive file pages (what the kubelet evicts on).
+    pub working_set_bytes: u64,
+    /// Anonymous memory (RSS).
+    pub rss_bytes: u64,
+    /// Page faults, minor and major.
+    pub page_faults: u64,
+    /// Major page faults.
+    pub major_page_faults: u64,
+}
+
+/// A `key value` line's value from a `*.stat` file.
+fn stat_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+impl CgroupUsage {
+    /// From cgroup v1's `cpuacct.usage`, `memory.usage_in_bytes` and `memory.stat`.
+    fn from_v1(cpuacct_usage: &str, memory_usage: &str, memory_stat: &str) -> Self {
+        let memory_bytes: u64 = memory_usage.trim().parse().unwrap_or(0);
+        let inactive = stat_value(memory_stat, "total_inactive_file").unwrap_or(0);
+        Self {
+            cpu_ns: cpuacct_usage.trim().parse().unwrap_or(0),
+            memory_bytes,
+            working_set_bytes: memory_bytes.saturating_sub(inactive),
+            rss_bytes: stat_value(memory_stat, "total_rss").unwrap_or(0),
+            page_faults: stat_value(memory_stat, "total_pgfault").unwrap_or(0),
+            major_page_faults: stat_value(memory_stat, "total_pgmajfault").unwrap_or(0),
+        }
+    }
+
+    /// From cgroup v2's `cpu.stat`, `memory.current` and `memory.stat`.
+    fn from_v2(cpu_stat: &str, memory_current: &str, memory_stat: &str) -> Self {
+        let memory_bytes: u64 = memory_current.trim().parse().unwrap_or(0);
+        let inactive = stat_value(memory_stat, "inactive_file").unwrap_or(0);
+        Self {
+            cpu_ns: stat_value(cpu_stat, "usage_usec").unwrap_or(0) * 1000,
+            memory_bytes,
+            working_set_bytes: memory_bytes.saturating_sub(inactive),
+            rss_bytes: stat_value(memory_stat, "anon").unwrap_or(0),
+            page_faults: stat_value(memory_stat, "pgfault").unwrap_or(0),
+            major_page_faults: stat_value(memory_stat, "pgmajfault").unwrap_or(0),
+        }
+    }
 }
 
 /// Parses the `oom_kill N` line of `memory.oom_control` (v1) or `memory.events` (v2).
@@ -331,6 +388,20 @@ impl CgroupDriver for V1 {
         // v1 reports "no limit" as -1 (quota) or a page-rounded huge number (memory).
         Ok((0..i64::MAX / 2).contains(&v).then_some(v))
     }
+
+    fn usage(&self, path: &str) -> Result<CgroupUsage, CgroupError> {
+        let read = |controller: &str, file: &str| -> Result<String, CgroupError> {
+            match self.dir(controller, path)? {
+                Some(dir) => read_file(&dir.join(file)),
+                None => Ok(String::new()),
+            }
+        };
+        Ok(CgroupUsage::from_v1(
+            &read("cpuacct", "cpuacct.usage")?,
+            &read("memory", "memory.usage_in_bytes")?,
+            &read("memory", "memory.stat")?,
+        ))
+    }
 }
 
 /// cgroup v2: one tree; controllers are enabled per level in `cgroup.subtree_control`.
@@ -399,6 +470,23 @@ impl CgroupDriver for V2 {
         };
         Ok(text.trim().parse().ok())
     }
+
+    fn usage(&self, path: &str) -> Result<CgroupUsage, CgroupError> {
+        let dir = self.root.join(relative(path)?);
+        // A controller the parent does not delegate leaves its files out: that reads as zero.
+        let optional = |file: &str| read_file(&dir.join(file)).unwrap_or_default();
+        if !dir.exists() {
+            return Err(CgroupError::Read {
+                path: dir,
+                source: io::Error::from(io::ErrorKind::NotFound),
+            });
+        }
+        Ok(CgroupUsage::from_v2(
+            &optional("cpu.stat"),
+            &optional("memory.current"),
+            &optional("memory.stat"),
+        ))
+    }
 }
 
 fn read_file(path: &Path) -> Result<String, CgroupError> {
@@ -446,6 +534,29 @@ fn remove_tree(dir: &Path) -> Result<(), CgroupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_reads_both_layouts_and_the_working_set_leaves_inactive_file_out() {
+        let v1 = CgroupUsage::from_v1(
+            "1500000\n",
+            "10485760\n",
+            "cache 1\ntotal_rss 4096\ntotal_inactive_file 1048576\ntotal_pgfault 7\ntotal_pgmajfault 2\n",
+        );
+        assert_eq!(v1.cpu_ns, 1_500_000);
+        assert_eq!(v1.memory_bytes, 10 << 20);
+        assert_eq!(v1.working_set_bytes, 9 << 20);
+        assert_eq!((v1.rss_bytes, v1.page_faults, v1.major_page_faults), (4096, 7, 2));
+
+        let v2 = CgroupUsage::from_v2(
+            "usage_usec 250\nuser_usec 200\n",
+            "2048\n",
+            "anon 1024\ninactive_file 4096\npgfault 3\n",
+        );
+        assert_eq!(v2.cpu_ns, 250_000);
+        assert_eq!(v2.working_set_bytes, 0, "never below zero");
+        assert_eq!((v2.rss_bytes, v2.page_faults, v2.major_page_faults), (1024, 3, 0));
+        assert_eq!(CgroupUsage::from_v1("", "", ""), CgroupUsage::default());
+    }
 
     const MOUNTINFO: &str = "\
 25 20 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755

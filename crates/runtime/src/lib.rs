@@ -4,8 +4,8 @@
 //! [`Runtime`]: it runs pod sandboxes ([`sandbox`]) and containers on overlayfs roots
 //! ([`rootfs`]) from the image store ([`image`]), with OCI specs built in [`spec`], cgroups from
 //! [`cgroups`], one shim process per container ([`shim`]) writing CRI logs ([`logs`]), and
-//! `ExecSync` ([`exec`]); registry pulls live in [`image`], and the CRI gRPC server ([`cri`]) serves
-//! images today and will wrap [`Runtime`] for sandboxes and containers.
+//! `ExecSync` ([`exec`]); registry pulls live in [`image`], and the CRI gRPC server ([`cri`])
+//! serves the image store and wraps [`Runtime`] for sandboxes and containers.
 //!
 //! The helper processes (shim, sandbox holder, exec) are the `rkube` binary started with a
 //! hidden subcommand; [`helper_main`] dispatches them.
@@ -22,10 +22,10 @@ pub mod shim;
 pub mod spec;
 
 pub use runtime::{
-    ContainerState, ContainerStatus, ExecResult, Runtime, RuntimeConfig, RuntimeError,
+    ContainerState, ContainerStatus, ContainerUsage, ExecResult, Runtime, RuntimeConfig, RuntimeError,
     SandboxState, SandboxStatus,
 };
-pub use sandbox::{NetworkHook, SandboxConfig};
+pub use sandbox::{LoopbackOnly, NetworkHook, SandboxConfig};
 pub use spec::ContainerConfig;
 
 /// Runs a helper subcommand (`shim`, `shim-monitor`, `pause`, `exec`) if `args` (the process

@@ -26,13 +26,13 @@ use std::net::IpAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::cgroups::{CgroupDriver, CgroupError, CgroupValue, Cgroups};
+use crate::cgroups::{CgroupDriver, CgroupError, CgroupUsage, CgroupValue, Cgroups};
 use crate::exec::{ExecOutcome, exec_args};
 use crate::image::archive::{ArchiveError, ImageStore};
 use crate::image::blobs::Digest;
@@ -403,10 +403,23 @@ pub struct ExecResult {
     pub exit_code: i32,
 }
 
+/// What [`Runtime::container_usage`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerUsage {
+    /// When it was read (ns since the epoch).
+    pub timestamp_ns: u64,
+    /// The container cgroup's counters.
+    pub cgroup: CgroupUsage,
+    /// Bytes written to the container's copy-on-write layer.
+    pub writable_layer_bytes: u64,
+    /// Inodes in it.
+    pub writable_layer_inodes: u64,
+}
+
 /// The node's container runtime.
 pub struct Runtime {
     config: RuntimeConfig,
-    images: ImageStore,
+    images: Arc<ImageStore>,
     layers: LayerStore,
     cgroups: Box<dyn CgroupDriver>,
     network: Box<dyn NetworkHook>,
@@ -501,8 +514,19 @@ impl Runtime {
         Self::with_network(config, Box::new(LoopbackOnly))
     }
 
-    /// Opens the runtime with a network hook.
+    /// Opens the runtime with a network hook, and its own image store under `<root>/images`.
     pub fn with_network(config: RuntimeConfig, network: Box<dyn NetworkHook>) -> Result<Self> {
+        let images = ImageStore::open(&config.root.join("images")).map_err(RuntimeError::Images)?;
+        Self::with_images(config, Arc::new(images), network)
+    }
+
+    /// Opens the runtime over an image store shared with the image service (one store per
+    /// process, so its index lock covers every writer).
+    pub fn with_images(
+        config: RuntimeConfig,
+        images: Arc<ImageStore>,
+        network: Box<dyn NetworkHook>,
+    ) -> Result<Self> {
         for dir in [
             config.root.clone(),
             config.root.join("sandboxes"),
@@ -511,7 +535,6 @@ impl Runtime {
         ] {
             fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
         }
-        let images = ImageStore::open(&config.root.join("images")).map_err(RuntimeError::Images)?;
         let layers = LayerStore::open(&config.root.join("layers")).map_err(RuntimeError::Rootfs)?;
         let cgroups = Cgroups::detect().map_err(RuntimeError::Cgroup)?;
         Ok(Self {
@@ -525,7 +548,7 @@ impl Runtime {
     }
 
     /// The image store.
-    pub fn images(&self) -> &ImageStore {
+    pub fn images(&self) -> &Arc<ImageStore> {
         &self.images
     }
 
@@ -1257,6 +1280,36 @@ impl Runtime {
                     String::from_utf8_lossy(&output.stderr).trim()
                 ),
             }),
+        }
+    }
+
+    /// What a container uses now: its cgroup's counters and its writable layer. A container
+    /// that is not running reports zero use (its processes, and maybe its cgroup, are gone).
+    pub fn container_usage(&self, id: &str) -> Result<ContainerUsage> {
+        let record = self.load_container(id)?;
+        let running = self.status_of(&record).state == ContainerState::Running;
+        let cgroup = match self.cgroups.usage(&record.cgroup) {
+            Ok(usage) => usage,
+            Err(_) if !running => CgroupUsage::default(),
+            Err(e) => return Err(RuntimeError::Cgroup(e)),
+        };
+        let upper = self.container_dir(id).join("upper");
+        let (bytes, inodes) = crate::image::disk_usage(&upper).unwrap_or((0, 0));
+        Ok(ContainerUsage {
+            timestamp_ns: now_ns(),
+            cgroup,
+            writable_layer_bytes: bytes,
+            writable_layer_inodes: inodes,
+        })
+    }
+
+    /// What a sandbox's pod cgroup (all its containers and the holder) uses now.
+    pub fn sandbox_usage(&self, id: &str) -> Result<CgroupUsage> {
+        let record = self.load_sandbox(id)?;
+        match self.cgroups.usage(&record.cgroup) {
+            Ok(usage) => Ok(usage),
+            Err(_) if record.stopped => Ok(CgroupUsage::default()),
+            Err(e) => Err(RuntimeError::Cgroup(e)),
         }
     }
 

@@ -198,6 +198,10 @@ pub enum SeccompProfile {
 pub struct ContainerConfig {
     /// The container's name within its sandbox.
     pub name: String,
+    /// How many times a container of this name was created in the sandbox before (CRI's
+    /// metadata attempt; the kubelet's restart count).
+    #[serde(default)]
+    pub attempt: u32,
     /// The image: a reference the image store resolves, or a manifest digest.
     pub image: String,
     /// Replaces the image's entrypoint (Kubernetes' `command`); the image's cmd is then ignored.

@@ -32,10 +32,19 @@ use super::storage;
 
 /// Root of every object the apiserver stores.
 const ROOT: &str = "/registry/";
-/// Changes kept for watches that resume or lag: at most this many ...
-const RING_CHANGES: usize = 10_000;
-/// ... and at most about this many bytes of objects.
-const RING_BYTES: usize = 64 << 20;
+/// How much history the cache keeps for watches that resume or lag.
+#[derive(Debug, Clone, Copy)]
+struct RingLimits {
+    /// At most this many changes ...
+    changes: usize,
+    /// ... and at most about this many bytes of objects.
+    bytes: usize,
+}
+
+const RING: RingLimits = RingLimits {
+    changes: 10_000,
+    bytes: 64 << 20,
+};
 /// Changes a watcher takes from the ring at a time.
 pub const BATCH: usize = 256;
 /// How often the cache asks the store for a progress notification (watch bookmarks).
@@ -224,12 +233,18 @@ pub struct WatchCache {
     progressed: watch::Sender<Revision>,
     progress: Notify,
     feeder: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    limits: RingLimits,
 }
 
 impl WatchCache {
     /// Starts the cache over `store`: filled in the background, then kept current.
     pub fn start(store: Arc<dyn Store>) -> Arc<WatchCache> {
+        Self::start_with(store, RING)
+    }
+
+    fn start_with(store: Arc<dyn Store>, limits: RingLimits) -> Arc<WatchCache> {
         let cache = Arc::new(WatchCache {
+            limits,
             state: RwLock::new(State::default()),
             revision: watch::Sender::new(0),
             progressed: watch::Sender::new(0),
@@ -396,7 +411,7 @@ impl WatchCache {
         state.revision = state.revision.max(revision);
         state.ring_bytes += size;
         state.ring.push_back(change.clone());
-        while state.ring.len() > RING_CHANGES || state.ring_bytes > RING_BYTES {
+        while state.ring.len() > self.limits.changes || state.ring_bytes > self.limits.bytes {
             let Some(old) = state.ring.pop_front() else {
                 break;
             };
@@ -584,10 +599,23 @@ mod tests {
             )
             .await
             .unwrap();
-        let cache = WatchCache::start(store.clone());
+        // A small ring, so the tests that run past it write a thousand objects, not 10,000.
+        let cache = WatchCache::start_with(store.clone(), SMALL);
+        // wait_for answers at once while the cache fills (readers go to the store meanwhile).
+        for _ in 0..500 {
+            if cache.ready() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert!(cache.wait_fresh(&*store).await);
         (dir, store, cache)
     }
+
+    const SMALL: RingLimits = RingLimits {
+        changes: 1_000,
+        bytes: 4 << 20,
+    };
 
     fn cm(name: &str, v: u32) -> Bytes {
         Bytes::from(json!({"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": name}, "data": {"v": v.to_string()}}).to_string())
@@ -745,7 +773,7 @@ mod tests {
         // Big objects: the ring's byte bound, not its count, moves it on.
         let big = "x".repeat(1 << 20);
         let mut last = 0;
-        for i in 0..(RING_BYTES / (1 << 20) + 8) {
+        for i in 0..(SMALL.bytes / (1 << 20) + 8) {
             let body = Bytes::from(
                 json!({"metadata": {"name": "b"}, "data": {"v": big, "i": i}}).to_string(),
             );
@@ -761,7 +789,7 @@ mod tests {
                 .is_err()
         );
         let bytes = cache.read().ring_bytes;
-        assert!(bytes <= RING_BYTES, "{bytes}");
+        assert!(bytes <= SMALL.bytes, "{bytes}");
         cache.stop().await;
     }
 
@@ -773,7 +801,7 @@ mod tests {
             .await
             .unwrap();
         let mut last = first;
-        for i in 0..(RING_CHANGES as u32 + 5) {
+        for i in 0..(SMALL.changes as u32 + 5) {
             last = store
                 .create(&format!("/registry/leases/a/n{i}"), cm("n", i))
                 .await

@@ -1,9 +1,9 @@
 //! `rkube runtime`: the node's container runtime alone, serving CRI v1 on a unix socket.
 //!
-//! Today it serves the image service (pull, list, status, remove, filesystem usage) over
-//! `<data-dir>/agent/images`, with registry mirrors from `<data-dir>/registries.yaml`, and the
-//! runtime service's version, status and config. Sandboxes and containers are not served yet:
-//! those calls get gRPC `Unimplemented`.
+//! State lives under `<data-dir>/agent`: images in `images/`, unpacked layers in `layers/`,
+//! pod sandboxes and containers in `sandboxes/` and `containers/`; registry mirrors come from
+//! `<data-dir>/registries.yaml`. Containers are owned by their shims (this same binary), so
+//! stopping the runtime leaves them running and a new one adopts them.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,11 +11,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use rkube_runtime::cri::image::Images;
-use rkube_runtime::cri::runtime::Runtime;
+use rkube_runtime::cri::runtime::CriRuntime;
 use rkube_runtime::cri::server::{CriServer, socket_path};
 use rkube_runtime::image::archive::ImageStore;
 use rkube_runtime::image::pull::{Puller, RegistriesConfig};
 use rkube_runtime::image::{images_dir, registries_file};
+use rkube_runtime::{LoopbackOnly, Runtime, RuntimeConfig};
 
 /// `rkube runtime`
 #[derive(Args)]
@@ -27,22 +28,40 @@ pub struct RuntimeArgs {
     /// Where to serve CRI.
     #[arg(long, default_value = "unix:///run/rkube/cri.sock")]
     address: String,
+
+    /// Where libcontainer keeps container state (a tmpfs: it must not outlive a reboot).
+    #[arg(long, default_value = "/run/rkube/runtime", hide = true)]
+    state_dir: PathBuf,
+
+    /// The cgroup under which pod cgroups are made when the caller names no parent.
+    #[arg(long, default_value = "/rkube", hide = true)]
+    cgroup_root: String,
 }
 
 /// Runs the runtime until SIGINT or SIGTERM.
 pub async fn run(args: RuntimeArgs) -> anyhow::Result<()> {
     let path = socket_path(&args.address)?;
-    let root = images_dir(&args.data_dir);
+    let helper = std::env::current_exe().context("finding this binary (the runtime's helper)")?;
+    let mut config = RuntimeConfig::new(&args.data_dir.join("agent"), &helper);
+    config.state_dir = args.state_dir;
+    config.cgroup_root = args.cgroup_root;
+    let images = images_dir(&args.data_dir);
     let store = Arc::new(
-        ImageStore::open(&root)
-            .with_context(|| format!("opening the image store {}", root.display()))?,
+        ImageStore::open(&images)
+            .with_context(|| format!("opening the image store {}", images.display()))?,
     );
-    let config = RegistriesConfig::load(&registries_file(&args.data_dir))?;
-    let puller = Puller::new(store, config)?;
+    let runtime = Runtime::with_images(config, store.clone(), Box::new(LoopbackOnly))
+        .context("opening the container runtime")?;
+    let registries = RegistriesConfig::load(&registries_file(&args.data_dir))?;
+    let puller = Puller::new(store, registries)?;
     let server = CriServer::bind(&path)?;
-    tracing::info!(socket = %path.display(), images = %root.display(), "serving CRI");
+    tracing::info!(socket = %path.display(), images = %images.display(), cgroups = ?runtime.cgroups().layout(), "serving CRI");
     server
-        .serve(Images::new(puller), Runtime::default(), shutdown_signal())
+        .serve(
+            Images::new(puller),
+            CriRuntime::new(Arc::new(runtime)),
+            shutdown_signal(),
+        )
         .await?;
     Ok(())
 }

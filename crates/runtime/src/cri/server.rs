@@ -8,7 +8,7 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use super::image::Images;
-use super::runtime::Runtime;
+use super::runtime::CriRuntime;
 
 /// Why the CRI server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +78,7 @@ impl CriServer {
     pub async fn serve(
         self,
         images: Images,
-        runtime: Runtime,
+        runtime: CriRuntime,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), ServeError> {
         let result = tonic::transport::Server::builder()

@@ -55,6 +55,9 @@ enum Response {
 /// The listening side, owned by an open store; dropping it stops listening and removes the socket.
 pub(crate) struct Server {
     path: PathBuf,
+    /// The listening socket, shut down to wake the accept loop (connecting by path would not
+    /// once the socket file is gone with its directory).
+    wake: UnixListener,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -76,6 +79,14 @@ impl Server {
             }
         };
         let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        let wake = match listener.try_clone() {
+            Ok(wake) => wake,
+            Err(err) => {
+                tracing::warn!(socket = %path.display(), error = %err, "no admin socket");
+                let _ = std::fs::remove_file(&path);
+                return None;
+            }
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
@@ -86,6 +97,7 @@ impl Server {
         };
         Some(Server {
             path,
+            wake,
             stop,
             thread: Some(thread),
         })
@@ -95,8 +107,8 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        // Wake the accept loop, then let the socket go.
-        let _ = UnixStream::connect(&self.path);
+        // Wake the accept loop (a shut-down listener fails accept), then let the socket go.
+        let _ = rustix::net::shutdown(&self.wake, rustix::net::Shutdown::Both);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
