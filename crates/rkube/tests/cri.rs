@@ -417,7 +417,10 @@ async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) ->
         if let Some(value) = check().await {
             return value;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "timed out: {what}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -503,7 +506,10 @@ async fn pod_scenario(
         .unwrap()
         .into_inner()
         .items;
-    assert!(listed.iter().any(|s| s.id == sandbox), "{runtime}: {listed:?}");
+    assert!(
+        listed.iter().any(|s| s.id == sandbox),
+        "{runtime}: {listed:?}"
+    );
 
     let server = start_container(
         rt,
@@ -540,7 +546,11 @@ async fn pod_scenario(
     };
     env_config.labels.insert("role".into(), "env".into());
     let env = start_container(rt, &sandbox, &sandbox_config, env_config, runtime).await;
-    let mut hog_config = sh_container("hog", &image, "dd if=/dev/zero of=/dev/null bs=256M count=1");
+    let mut hog_config = sh_container(
+        "hog",
+        &image,
+        "dd if=/dev/zero of=/dev/null bs=256M count=1",
+    );
     hog_config.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources {
         memory_limit_in_bytes: 32 << 20,
         ..Default::default()
@@ -577,9 +587,14 @@ async fn pod_scenario(
     );
     let client_ns = ns_of(exec_sh(rt, &client_id, script, 10).await.unwrap());
     assert_eq!(server_ns.len(), 3, "{runtime}: {server_ns:?}");
-    let separate_root = exec_sh(rt, &client_id, "test -e /tmp/x && echo shared || echo separate", 10)
-        .await
-        .unwrap();
+    let separate_root = exec_sh(
+        rt,
+        &client_id,
+        "test -e /tmp/x && echo shared || echo separate",
+        10,
+    )
+    .await
+    .unwrap();
     let mut shared = vec![
         ("net", server_ns[0] == client_ns[0]),
         ("ipc", server_ns[1] == client_ns[1]),
@@ -747,7 +762,9 @@ async fn pod_scenario(
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{runtime}: {err:?}");
     // The runtimes leave the parent cgroup they were given; the test made it up, so it goes.
-    for controller in ["cpu", "memory", "pids", "cpuset", "blkio", "devices", "freezer", "systemd", "unified"] {
+    for controller in [
+        "cpu", "memory", "pids", "cpuset", "blkio", "devices", "freezer", "systemd", "unified",
+    ] {
         let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{controller}{cgroup_parent}"));
     }
 
@@ -781,7 +798,12 @@ async fn the_pod_scenario_gives_the_same_answers_from_rkube_and_containerd() {
             ("stderr".into(), "to-stderr".into()),
             ("stdout".into(), "image spec /tmp 1000".into()),
         ],
-        shared: vec![("net", true), ("ipc", true), ("pid", false), ("root", false)],
+        shared: vec![
+            ("net", true),
+            ("ipc", true),
+            ("pid", false),
+            ("root", false),
+        ],
         localhost: "hello".into(),
         exec: ("out\n".into(), "err\n".into(), 4),
         exec_timeout: tonic::Code::DeadlineExceeded,
@@ -794,7 +816,12 @@ async fn the_pod_scenario_gives_the_same_answers_from_rkube_and_containerd() {
     let containerd = Containerd::start_for_pods(&[registry.host()], &pause);
     let logs = work.path().join("logs-containerd");
     let theirs = pod_scenario(&containerd.socket(), &registry, "containerd", &logs).await;
-    assert_eq!(theirs, ours, "containerd and rkube differ: {}", containerd.log());
+    assert_eq!(
+        theirs,
+        ours,
+        "containerd and rkube differ: {}",
+        containerd.log()
+    );
 }
 
 /// Streaming exec is not served yet: rkube says so, it does not pretend.

@@ -545,7 +545,10 @@ mod tests {
         assert_eq!(v1.cpu_ns, 1_500_000);
         assert_eq!(v1.memory_bytes, 10 << 20);
         assert_eq!(v1.working_set_bytes, 9 << 20);
-        assert_eq!((v1.rss_bytes, v1.page_faults, v1.major_page_faults), (4096, 7, 2));
+        assert_eq!(
+            (v1.rss_bytes, v1.page_faults, v1.major_page_faults),
+            (4096, 7, 2)
+        );
 
         let v2 = CgroupUsage::from_v2(
             "usage_usec 250\nuser_usec 200\n",
@@ -554,7 +557,10 @@ mod tests {
         );
         assert_eq!(v2.cpu_ns, 250_000);
         assert_eq!(v2.working_set_bytes, 0, "never below zero");
-        assert_eq!((v2.rss_bytes, v2.page_faults, v2.major_page_faults), (1024, 3, 0));
+        assert_eq!(
+            (v2.rss_bytes, v2.page_faults, v2.major_page_faults),
+            (1024, 3, 0)
+        );
         assert_eq!(CgroupUsage::from_v1("", "", ""), CgroupUsage::default());
     }
 

@@ -191,8 +191,9 @@ fn id_value(value: &Option<cri::Int64Value>, what: &str) -> Result<Option<u32>, 
     value
         .as_ref()
         .map(|v| {
-            u32::try_from(v.value)
-                .map_err(|_| Status::invalid_argument(format!("{what} {} is out of range", v.value)))
+            u32::try_from(v.value).map_err(|_| {
+                Status::invalid_argument(format!("{what} {} is out of range", v.value))
+            })
         })
         .transpose()
 }
@@ -300,8 +301,9 @@ pub fn container_config(config: &cri::ContainerConfig) -> Result<ContainerConfig
         .supplemental_groups
         .iter()
         .map(|g| {
-            u32::try_from(*g)
-                .map_err(|_| Status::invalid_argument(format!("supplemental group {g} is out of range")))
+            u32::try_from(*g).map_err(|_| {
+                Status::invalid_argument(format!("supplemental group {g} is out of range"))
+            })
         })
         .collect::<Result<_, _>>()?;
     Ok(ContainerConfig {
@@ -642,14 +644,13 @@ impl RuntimeService for CriRuntime {
         &self,
         request: Request<cri::StatusRequest>,
     ) -> Result<Response<cri::StatusResponse>, Status> {
-        let condition = |kind: &str, status: bool, reason: &str, message: &str| {
-            cri::RuntimeCondition {
+        let condition =
+            |kind: &str, status: bool, reason: &str, message: &str| cri::RuntimeCondition {
                 r#type: kind.into(),
                 status,
                 reason: reason.into(),
                 message: message.into(),
-            }
-        };
+            };
         // Pods get loopback only until the networking issue plugs its hook in: say so, so a
         // kubelet does not run pods that need a network on this node.
         let conditions = vec![
@@ -957,7 +958,9 @@ impl RuntimeService for CriRuntime {
                 Ok(container_stats(&status, &usage))
             })
             .await?;
-        Ok(Response::new(cri::ContainerStatsResponse { stats: Some(stats) }))
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_container_stats(
@@ -990,7 +993,9 @@ impl RuntimeService for CriRuntime {
         let stats = self
             .call(move |rt| sandbox_stats(rt, &rt.sandbox_status(&id)?))
             .await?;
-        Ok(Response::new(cri::PodSandboxStatsResponse { stats: Some(stats) }))
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
@@ -1052,7 +1057,10 @@ mod tests {
             "127.0.0.1:5000/busybox@sha256:abc"
         );
         assert_eq!(image_ref("busybox", d), "busybox@sha256:abc");
-        assert_eq!(image_ref("reg/busybox@sha256:old", d), "reg/busybox@sha256:abc");
+        assert_eq!(
+            image_ref("reg/busybox@sha256:old", d),
+            "reg/busybox@sha256:abc"
+        );
         assert_eq!(image_ref("sha256:abc", d), d);
     }
 
