@@ -920,3 +920,177 @@ fn crictl_lists_pulls_inspects_and_removes() {
         "{err}"
     );
 }
+
+#[test]
+fn crictl_runs_inspects_execs_logs_stops_and_removes_pods_and_containers() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    push_pod_images(&registry, work.path());
+    let rkube = RkubeRuntime::start(&registry);
+    let socket = format!("unix://{}", rkube.socket().display());
+    let crictl = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rkube"))
+            .args(["crictl", "-r", &socket])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+        )
+    };
+    let ok = |args: &[&str]| {
+        let (code, stdout, stderr) = crictl(args);
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+        stdout
+    };
+    let image = format!("{}/library/busybox:pods", registry.host());
+    ok(&["pull", &image]);
+
+    // crictl's own file formats: a YAML pod config, a JSON container config.
+    let logs = work.path().join("pod-logs");
+    let pod_config = work.path().join("pod.yaml");
+    std::fs::write(
+        &pod_config,
+        format!(
+            "metadata:\n  name: crictl-pod\n  namespace: default\n  uid: crictl-uid\n  attempt: 1\nlog_directory: {}\nlinux: {{}}\n",
+            logs.display()
+        ),
+    )
+    .unwrap();
+    let container_config = work.path().join("container.json");
+    std::fs::write(
+        &container_config,
+        serde_json::json!({
+            "metadata": {"name": "talker"},
+            "image": {"image": image},
+            "command": ["sh", "-c", "echo one; echo two >&2; echo three; exec sleep 3600"],
+            "log_path": "talker.log",
+            "linux": {"security_context": {"run_as_user": {"value": 0}}},
+        })
+        .to_string(),
+    )
+    .unwrap();
+
+    let pod = ok(&["runp", pod_config.to_str().unwrap()])
+        .trim()
+        .to_owned();
+    assert_eq!(pod.len(), 64, "{pod}");
+    let pods = ok(&["pods"]);
+    let mut lines = pods.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "POD",
+            "ID",
+            "CREATED",
+            "STATE",
+            "NAME",
+            "NAMESPACE",
+            "ATTEMPT",
+            "RUNTIME"
+        ]
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(row[0], &pod[..13]);
+    assert!(
+        row.contains(&"Ready") && row.contains(&"crictl-pod"),
+        "{pods}"
+    );
+    assert_eq!(ok(&["pods", "-q", "--name", "crictl-pod"]).trim(), pod);
+    assert_eq!(ok(&["pods", "-q", "--name", "other"]).trim(), "");
+
+    let container = ok(&[
+        "create",
+        &pod[..12],
+        container_config.to_str().unwrap(),
+        pod_config.to_str().unwrap(),
+    ])
+    .trim()
+    .to_owned();
+    assert_eq!(ok(&["ps", "-q"]).trim(), "", "created is not running");
+    assert_eq!(ok(&["ps", "-a", "-q"]).trim(), container);
+    ok(&["start", &container[..12]]);
+    let ps = ok(&["ps"]);
+    assert!(
+        ps.contains("Running") && ps.contains("talker") && ps.contains("crictl-pod"),
+        "{ps}"
+    );
+
+    let (code, stdout, _) = crictl(&["exec", &container[..12], "sh", "-c", "echo hi; exit 5"]);
+    assert_eq!((code, stdout.as_str()), (Some(5), "hi\n"));
+    let (code, _, stderr) = crictl(&["exec", "-it", &container, "sh"]);
+    assert!(
+        code != Some(0) && stderr.contains("streaming server"),
+        "{stderr}"
+    );
+
+    let started = Instant::now();
+    let out = loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_rkube"))
+            .args(["crictl", "-r", &socket, "logs", &container])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains("three")
+            || started.elapsed() > Duration::from_secs(30)
+        {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\nthree\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "two\n");
+    // The streams are separate pipes, so which of "two" and "three" is last is up to the shim.
+    let (_, stdout, stderr) = crictl(&["logs", "--tail", "1", &container]);
+    let last = format!("{stdout}{stderr}");
+    assert!(last == "three\n" || last == "two\n", "{last:?}");
+
+    let inspect: serde_json::Value = serde_json::from_str(&ok(&["inspect", &container])).unwrap();
+    assert_eq!(inspect["status"]["metadata"]["name"], "talker");
+    assert_eq!(inspect["status"]["state"], 1, "running");
+    assert!(
+        inspect["info"]["pid"].as_i64().is_some_and(|p| p > 0),
+        "{inspect}"
+    );
+    let inspectp: serde_json::Value = serde_json::from_str(&ok(&["inspectp", &pod])).unwrap();
+    assert_eq!(inspectp["status"]["metadata"]["uid"], "crictl-uid");
+
+    let stats = ok(&["stats"]);
+    assert!(
+        stats.contains("talker") && stats.contains("CPU %"),
+        "{stats}"
+    );
+
+    ok(&["stop", &container]);
+    let inspect: serde_json::Value = serde_json::from_str(&ok(&["inspect", &container])).unwrap();
+    assert_eq!(inspect["status"]["state"], 2, "exited");
+    assert_eq!(inspect["status"]["exit_code"], 137);
+    ok(&["rm", &container]);
+    assert_eq!(ok(&["ps", "-a", "-q"]).trim(), "");
+    ok(&["stopp", &pod]);
+    assert!(ok(&["pods"]).contains("NotReady"));
+    ok(&["rmp", &pod]);
+    assert_eq!(ok(&["pods", "-q"]).trim(), "");
+
+    // Bad input: a clear message, no panic.
+    let (code, _, stderr) = crictl(&["start", "feedface"]);
+    assert!(
+        code != Some(0) && stderr.contains("no container with ID"),
+        "{stderr}"
+    );
+    std::fs::write(
+        &container_config,
+        r#"{"metadata": {"name": "x"}, "comand": ["top"]}"#,
+    )
+    .unwrap();
+    let (code, _, stderr) = crictl(&[
+        "run",
+        container_config.to_str().unwrap(),
+        pod_config.to_str().unwrap(),
+    ]);
+    assert!(code != Some(0) && stderr.contains("comand"), "{stderr}");
+}

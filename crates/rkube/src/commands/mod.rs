@@ -3,6 +3,7 @@
 pub mod apiserver;
 pub mod controller_manager;
 pub mod crictl;
+mod crictl_config;
 pub mod datastore;
 pub mod images;
 pub mod runtime;
