@@ -706,6 +706,27 @@ pub(crate) fn stats_of(db: &dyn ReadableDatabase, path: &Path) -> Result<Stats> 
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_store_whose_directory_is_gone_still_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path().join("db")).unwrap();
+        assert!(admin::socket_path(&dir.path().join("db")).exists());
+        // Its admin socket file goes with the directory: waking the admin thread by connecting
+        // to it would fail, and the drop would wait for that thread forever.
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        let (done, dropped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(store);
+            let _ = done.send(());
+        });
+        assert!(
+            dropped
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .is_ok(),
+            "dropping the store hung"
+        );
+    }
+
     #[tokio::test]
     async fn the_revision_survives_a_reopen_after_compaction_empties_the_history() {
         let dir = tempfile::tempdir().unwrap();
