@@ -38,13 +38,22 @@ pub(super) async fn serve(
         ("scale", "update" | "patch") => {
             let body = read_body(headers, body).await?;
             let dry = dry_run(query)?;
+            let options = if verb == "update" {
+                "UpdateOptions"
+            } else {
+                "PatchOptions"
+            };
+            let record = super::Recording::Update {
+                manager: super::field_manager(query, headers, options)?,
+                subresource: "scale",
+            };
             let scale = if verb == "update" {
                 read_plain_object(headers, &body)?
             } else {
                 let (obj, _) = main_object(api, target).await?;
                 patch_scale(&scale_of(&obj), headers, &body)?
             };
-            update_scale(api, target, scale, dry, accept).await
+            update_scale(api, target, scale, dry, record, accept).await
         }
         ("binding", "create") => {
             let body = read_body(headers, body).await?;
@@ -195,6 +204,11 @@ fn patch_scale(current: &Value, headers: &HeaderMap, body: &[u8]) -> Result<Valu
             })?;
             json_patch::merge(&mut doc, &patch);
         }
+        "application/apply-patch+yaml" => {
+            return Err(ApiError::not_implemented(
+                "server-side apply to the scale subresource is not supported by rkube yet; apply to the resource itself",
+            ));
+        }
         other => return Err(negotiate::unsupported_media_type(other)),
     }
     Ok(doc)
@@ -205,6 +219,7 @@ async fn update_scale(
     target: &Target,
     scale: Value,
     dry: bool,
+    record: super::Recording,
     accept: Accept,
 ) -> Result<Response, ApiError> {
     let info = target.info;
@@ -259,7 +274,7 @@ async fn update_scale(
         Ok(obj)
     };
     let (_, obj) = api
-        .write_value(&main_target(target), dry, requested, change)
+        .write_value(&main_target(target), dry, requested, record, change)
         .await?;
     Ok(negotiate::respond(StatusCode::OK, &scale_of(&obj), accept))
 }
