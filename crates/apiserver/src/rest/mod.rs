@@ -1077,25 +1077,36 @@ impl Api<'_> {
         FieldScope::new(self.objects, info, "").record(None, &mut obj, &manager);
         let include = IncludeObject::parse(query.get("includeObject").map(String::as_str))
             .map_err(ApiError::bad_request)?;
-        let hooks = self.hooks.of(info);
-        let claims = match hooks {
-            Some(h) => h.before_create(self.objects, &mut obj, dry).await?,
-            None => Vec::new(),
-        };
-        let obj = match self.store_new(target, obj, dry).await {
-            Ok(obj) => obj,
-            Err(e) => {
-                if let Some(h) = hooks {
-                    h.rollback(self.objects, claims).await;
-                }
-                return Err(e);
-            }
-        };
+        let obj = self.store_new_with_hooks(target, obj, dry).await?;
         let body = render::one(info, obj, accept.shape, include);
         Ok(with_warnings(
             negotiate::respond(StatusCode::CREATED, &body, accept),
             &warnings,
         ))
+    }
+
+    /// [`Api::store_new`] with the resource's store hooks around it (Service IPs and ports
+    /// are claimed before, released if the write fails).
+    async fn store_new_with_hooks(
+        &self,
+        target: &Target,
+        mut obj: Value,
+        dry: bool,
+    ) -> Result<Value, ApiError> {
+        let hooks = self.hooks.of(target.info);
+        let claims = match hooks {
+            Some(h) => h.before_create(self.objects, &mut obj, dry).await?,
+            None => Vec::new(),
+        };
+        match self.store_new(target, obj, dry).await {
+            Ok(obj) => Ok(obj),
+            Err(e) => {
+                if let Some(h) = hooks {
+                    h.rollback(self.objects, claims).await;
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn store_new(
@@ -1369,7 +1380,7 @@ impl Api<'_> {
                     if let Recording::Update { manager, .. } = &record {
                         FieldScope::new(self.objects, info, "").record(None, &mut obj, manager);
                     }
-                    let obj = self.store_new(target, obj, dry).await?;
+                    let obj = self.store_new_with_hooks(target, obj, dry).await?;
                     return Ok((StatusCode::CREATED, obj));
                 }
                 return Err(not_found(info, name));
@@ -1383,10 +1394,21 @@ impl Api<'_> {
             if precondition.is_some_and(|p| p != revision) {
                 return Err(conflict(info, name));
             }
+            // An apply's managedFields are computed with the change; a status write keeps the
+            // rest of the stored object, so they are carried over explicitly.
+            let applied_managed = matches!(record, Recording::Apply)
+                .then(|| wanted.pointer("/metadata/managedFields").cloned());
             let mut new = match target.subresource.as_deref() {
                 Some("status") => admit_status_update(info, wanted, &old)?,
                 _ => admit_update(info, wanted, &old)?,
             };
+            if let Some(managed) = applied_managed {
+                let meta = meta::metadata_mut(&mut new);
+                match managed {
+                    Some(m) => meta.insert("managedFields".into(), m),
+                    None => meta.remove("managedFields"),
+                };
+            }
             if let Recording::Update {
                 manager,
                 subresource,
