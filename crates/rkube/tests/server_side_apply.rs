@@ -485,6 +485,21 @@ fn the_api_answers_apply_as_upstream() {
     );
     assert_eq!(unknown["code"], 400, "{unknown}");
 
+    // A resourceVersion in the configuration is a precondition.
+    let stale = apply(
+        "a",
+        false,
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c","resourceVersion":"1"},"data":{"x":"2"}}"#,
+    );
+    assert_eq!(stale["code"], 409, "{stale}");
+    assert!(
+        stale["message"]
+            .as_str()
+            .unwrap()
+            .contains("the object has been modified"),
+        "{stale}"
+    );
+
     // dryRun=All answers the result without storing it.
     let dry = send(
         &server,
