@@ -860,6 +860,18 @@ mod tests {
     }
 
     #[test]
+    fn several_conflicts_are_grouped_by_manager() {
+        let fx = Fixture::new();
+        let cx = fx.cx();
+        let created = apply(None, &deploy(2, "nginx"), "a", false, &cx).unwrap();
+        let err = apply(Some(&created), &deploy(3, "other"), "b", false, &cx).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Apply failed with 2 conflicts: conflicts with \"a\":\n- .spec.replicas\n- .spec.template.spec.containers[name=\"c\"].image"
+        );
+    }
+
+    #[test]
     fn untracked_objects_belong_to_before_first_apply() {
         let fx = Fixture::new();
         let cx = fx.cx();

@@ -1924,6 +1924,90 @@ mod tests {
     }
 
     #[test]
+    fn field_managers_come_from_the_query_or_the_user_agent() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::USER_AGENT,
+            "kubectl-v1.33/v1.33.4 (linux/amd64) kubernetes/abc"
+                .parse()
+                .unwrap(),
+        );
+        let none = Query::new();
+        assert_eq!(
+            field_manager(&none, &headers, "PatchOptions").unwrap(),
+            "kubectl-v1.33"
+        );
+        let given: Query = [("fieldManager".to_owned(), "helm".to_owned())].into();
+        assert_eq!(
+            field_manager(&given, &headers, "PatchOptions").unwrap(),
+            "helm"
+        );
+        assert_eq!(
+            field_manager(&none, &HeaderMap::new(), "CreateOptions").unwrap(),
+            ""
+        );
+        let long: Query = [("fieldManager".to_owned(), "x".repeat(129))].into();
+        let err = field_manager(&long, &headers, "PatchOptions").unwrap_err();
+        assert_eq!(err.code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            err.message
+                .starts_with("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Too long"),
+            "{}",
+            err.message
+        );
+        let control: Query = [("fieldManager".to_owned(), "a\u{7}b".to_owned())].into();
+        let err = field_manager(&control, &headers, "UpdateOptions").unwrap_err();
+        assert!(
+            err.message.contains("invalid character U+0007"),
+            "{}",
+            err.message
+        );
+        let mut long_agent = HeaderMap::new();
+        long_agent.insert(header::USER_AGENT, "y".repeat(300).parse().unwrap());
+        assert_eq!(
+            field_manager(&none, &long_agent, "CreateOptions")
+                .unwrap()
+                .len(),
+            128
+        );
+    }
+
+    #[test]
+    fn apply_conflicts_are_upstreams_409() {
+        use crate::patch::fieldpath::{Path, PathElement};
+        use crate::patch::managedfields::{Conflict, Conflicts, Entry, Operation};
+        let owner = Entry {
+            manager: "kubectl-client-side-apply".into(),
+            operation: Operation::Update,
+            api_version: "apps/v1".into(),
+            subresource: String::new(),
+            time: None,
+            fields: Default::default(),
+        };
+        let path = Path(vec![
+            PathElement::Field("spec".into()),
+            PathElement::Field("replicas".into()),
+        ]);
+        let err = apply_conflict(&Conflicts(vec![Conflict {
+            manager: owner,
+            path,
+        }]));
+        assert_eq!(err.code, StatusCode::CONFLICT);
+        let status = err.to_status();
+        assert_eq!(status["reason"], "Conflict");
+        assert_eq!(
+            status["message"],
+            "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.replicas"
+        );
+        assert_eq!(
+            status["details"]["causes"],
+            json!([{"reason": "FieldManagerConflict",
+                "message": "conflict with \"kubectl-client-side-apply\" using apps/v1",
+                "field": ".spec.replicas"}])
+        );
+    }
+
+    #[test]
     fn field_selectors_name_only_indexed_fields() {
         let pods = catalog::find("", "v1", "pods").unwrap();
         let q: Query = [("fieldSelector".to_owned(), "spec.nodeName=n1".to_owned())].into();
