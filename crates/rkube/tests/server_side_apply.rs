@@ -551,3 +551,76 @@ fn the_api_answers_apply_as_upstream() {
         serde_json::json!({"f:status": {"f:replicas": {}}})
     );
 }
+
+#[test]
+fn scale_applies_own_replicas_of_the_object() {
+    let server = Apiserver::start();
+    let deploys = "/apis/apps/v1/namespaces/default/deployments";
+    let body = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "w"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}},
+                 "template": {"metadata": {"labels": {"a": "b"}},
+                              "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+    let created = send(
+        &server,
+        "PATCH",
+        &format!("{deploys}/w?fieldManager=m"),
+        "application/apply-patch+yaml",
+        &body.to_string(),
+    );
+    assert_eq!(created["spec"]["replicas"], 1, "{created}");
+    let scale = send(
+        &server,
+        "PATCH",
+        &format!("{deploys}/w/scale?fieldManager=autoscaler"),
+        "application/apply-patch+yaml",
+        "apiVersion: autoscaling/v1\nkind: Scale\nmetadata: {name: w}\nspec: {replicas: 3}\n",
+    );
+    assert_eq!(scale["kind"], "Scale", "{scale}");
+    assert_eq!(scale["spec"]["replicas"], 3);
+    let obj = json(&server.curl(&[&format!("{deploys}/w")], true));
+    assert_eq!(obj["spec"]["replicas"], 3);
+    let owner = obj["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["manager"] == "autoscaler")
+        .cloned()
+        .unwrap_or_else(|| panic!("{obj}"));
+    assert_eq!(
+        (
+            &owner["operation"],
+            &owner["subresource"],
+            &owner["apiVersion"]
+        ),
+        (&"Apply".into(), &"scale".into(), &"apps/v1".into())
+    );
+    assert_eq!(
+        owner["fieldsV1"],
+        serde_json::json!({"f:spec": {"f:replicas": {}}})
+    );
+    // The resource's applier now conflicts on replicas.
+    let mut with_replicas = body.clone();
+    with_replicas["spec"]["replicas"] = 5.into();
+    let conflict = send(
+        &server,
+        "PATCH",
+        &format!("{deploys}/w?fieldManager=m"),
+        "application/apply-patch+yaml",
+        &with_replicas.to_string(),
+    );
+    assert_eq!(conflict["code"], 409, "{conflict}");
+    assert_eq!(
+        conflict["message"],
+        "Apply failed with 1 conflict: conflict with \"autoscaler\" with subresource \"scale\": .spec.replicas"
+    );
+    // Scale applies need a field manager like any apply.
+    let missing = send(
+        &server,
+        "PATCH",
+        &format!("{deploys}/w/scale"),
+        "application/apply-patch+yaml",
+        "{}",
+    );
+    assert_eq!(missing["code"], 422, "{missing}");
+}

@@ -325,9 +325,36 @@ pub(crate) enum Recording {
         /// The subresource written through.
         subresource: &'static str,
     },
-    /// A server-side apply: the change itself computes managedFields, and a missing object is
-    /// created (apply upserts).
-    Apply,
+    /// A server-side apply: the change itself computes managedFields; with `upsert` a missing
+    /// object is created (apply to the resource upserts; through `/scale` it does not).
+    Apply {
+        /// Whether a missing object is created.
+        upsert: bool,
+    },
+}
+
+/// Upstream's checks of `PatchOptions`: `force` only on apply patches, `fieldManager` required
+/// on them. Returns the field manager.
+fn patch_options(query: &Query, headers: &HeaderMap, apply: bool) -> Result<String, ApiError> {
+    if !apply && query.contains_key("force") {
+        return Err(options_invalid(
+            "PatchOptions",
+            &[FieldError::forbidden(
+                "force",
+                "may not be specified for non-apply patch",
+            )],
+        ));
+    }
+    if apply && query.get("fieldManager").is_none_or(|m| m.is_empty()) {
+        return Err(options_invalid(
+            "PatchOptions",
+            &[FieldError::required(
+                "fieldManager",
+                "is required for apply patch",
+            )],
+        ));
+    }
+    field_manager(query, headers, "PatchOptions")
 }
 
 /// The field manager of a write: `?fieldManager=`, else the User-Agent up to its first `/`
@@ -1190,25 +1217,7 @@ impl Api<'_> {
             Apply { config: Value, force: bool },
         }
         let apply = media == "application/apply-patch+yaml";
-        if !apply && query.contains_key("force") {
-            return Err(options_invalid(
-                "PatchOptions",
-                &[FieldError::forbidden(
-                    "force",
-                    "may not be specified for non-apply patch",
-                )],
-            ));
-        }
-        if apply && query.get("fieldManager").is_none_or(|m| m.is_empty()) {
-            return Err(options_invalid(
-                "PatchOptions",
-                &[FieldError::required(
-                    "fieldManager",
-                    "is required for apply patch",
-                )],
-            ));
-        }
-        let manager = field_manager(query, headers, "PatchOptions")?;
+        let manager = patch_options(query, headers, apply)?;
         let mut warnings = Vec::new();
         let kind = match media.as_str() {
             "application/json-patch+json" => {
@@ -1246,7 +1255,7 @@ impl Api<'_> {
         let subresource = subresource_name(target);
         let scope = FieldScope::new(self.objects, info, subresource);
         let record = match &kind {
-            Kind::Apply { .. } => Recording::Apply,
+            Kind::Apply { .. } => Recording::Apply { upsert: true },
             _ => Recording::Update {
                 manager: manager.clone(),
                 subresource,
@@ -1365,7 +1374,7 @@ impl Api<'_> {
         let info = target.info;
         let name = target.name.as_deref().unwrap_or_default();
         let key = self.key(target, name);
-        let upsert = matches!(record, Recording::Apply);
+        let upsert = matches!(record, Recording::Apply { upsert: true });
         for _ in 0..WRITE_ATTEMPTS {
             let Some((old, revision)) = self.objects.get(&key).await? else {
                 if target.subresource.is_none()
@@ -1396,7 +1405,7 @@ impl Api<'_> {
             }
             // An apply's managedFields are computed with the change; a status write keeps the
             // rest of the stored object, so they are carried over explicitly.
-            let applied_managed = matches!(record, Recording::Apply)
+            let applied_managed = matches!(record, Recording::Apply { .. })
                 .then(|| wanted.pointer("/metadata/managedFields").cloned());
             let mut new = match target.subresource.as_deref() {
                 Some("status") => admit_status_update(info, wanted, &old)?,
