@@ -326,7 +326,7 @@ impl Comparison {
         self.added.is_empty() && self.modified.is_empty() && self.removed.is_empty()
     }
 
-    /// Drops the paths `ignore` rejects from all three sets.
+    /// Keeps, in all three sets, only the paths `keep` accepts.
     pub fn retain(&mut self, keep: impl Fn(&Path) -> bool) {
         self.added.retain(&keep);
         self.modified.retain(&keep);
@@ -341,7 +341,8 @@ pub fn compare(old: &Value, new: &Value, schema: Option<SchemaNode<'_>>) -> Comp
     c
 }
 
-/// Which of old and new a node is in.
+/// Compares one node, present in `old`, `new` or both. `record_node`: whether the node itself
+/// (not only its contents) counts as added or removed when one side lacks it.
 fn walk_compare(
     old: Option<&Value>,
     new: Option<&Value>,
