@@ -643,7 +643,8 @@ fn bad_input_gets_the_right_status() {
             "application/apply-patch+yaml",
             "{}"
         )),
-        501
+        422,
+        "server-side apply without fieldManager"
     );
     // A strategic merge patch that is not an object is a 400; a good one applies.
     assert_eq!(

@@ -314,6 +314,173 @@ fn dry_run(query: &Query) -> Result<bool, ApiError> {
     }
 }
 
+/// How a write through [`Api::write_value`] records its manager in `metadata.managedFields`
+/// (writes the server makes on its own behalf, like bindings and finalize, keep them as stored).
+#[derive(Clone, Debug)]
+pub(crate) enum Recording {
+    /// An update by `manager`, through `subresource` (`""`: the main resource).
+    Update {
+        /// The field manager.
+        manager: String,
+        /// The subresource written through.
+        subresource: &'static str,
+    },
+    /// A server-side apply: the change itself computes managedFields; with `upsert` a missing
+    /// object is created (apply to the resource upserts; through `/scale` it does not).
+    Apply {
+        /// Whether a missing object is created.
+        upsert: bool,
+    },
+}
+
+/// Upstream's checks of `PatchOptions`: `force` only on apply patches, `fieldManager` required
+/// on them. Returns the field manager.
+fn patch_options(query: &Query, headers: &HeaderMap, apply: bool) -> Result<String, ApiError> {
+    if !apply && query.contains_key("force") {
+        return Err(options_invalid(
+            "PatchOptions",
+            &[FieldError::forbidden(
+                "force",
+                "may not be specified for non-apply patch",
+            )],
+        ));
+    }
+    if apply && query.get("fieldManager").is_none_or(|m| m.is_empty()) {
+        return Err(options_invalid(
+            "PatchOptions",
+            &[FieldError::required(
+                "fieldManager",
+                "is required for apply patch",
+            )],
+        ));
+    }
+    field_manager(query, headers, "PatchOptions")
+}
+
+/// The field manager of a write: `?fieldManager=`, else the User-Agent up to its first `/`
+/// (upstream's default, so `kubectl/v1.33.0 ...` records `kubectl`). `options` names the
+/// options kind in errors (`CreateOptions`, `UpdateOptions`, `PatchOptions`).
+fn field_manager(query: &Query, headers: &HeaderMap, options: &str) -> Result<String, ApiError> {
+    let given = query
+        .get("fieldManager")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let mut errors = Vec::new();
+    if given.len() > crate::patch::managedfields::MAX_MANAGER_LENGTH {
+        errors.push(FieldError::too_long(
+            "fieldManager",
+            crate::patch::managedfields::MAX_MANAGER_LENGTH,
+        ));
+    }
+    for (i, c) in given.char_indices() {
+        if c.is_control() {
+            errors.push(FieldError::invalid(
+                "fieldManager",
+                json!(given),
+                format!("invalid character U+{:04X} (at position {i})", c as u32),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(options_invalid(options, &errors));
+    }
+    if !given.is_empty() {
+        return Ok(given.to_owned());
+    }
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let mut name = agent.split('/').next().unwrap_or_default().to_owned();
+    // Bounded like a given name, so a long User-Agent cannot bloat every object.
+    while name.len() > crate::patch::managedfields::MAX_MANAGER_LENGTH {
+        name.pop();
+    }
+    Ok(name)
+}
+
+/// 422 for invalid request options, as upstream: `PatchOptions.meta.k8s.io "" is invalid: ...`.
+fn options_invalid(kind: &str, errors: &[FieldError]) -> ApiError {
+    let causes: Vec<Value> = errors
+        .iter()
+        .map(|e| json!({"reason": e.kind.cause_reason(), "message": e.body(), "field": e.field}))
+        .collect();
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        format!("{kind}.meta.k8s.io \"\" is invalid: {}", aggregate(errors)),
+    )
+    .with_details(json!({"group": "meta.k8s.io", "kind": kind, "causes": causes}))
+}
+
+/// What managedFields recording needs to know about a kind and a write, owned so a
+/// [`crate::patch::managedfields::Context`] can borrow it.
+struct FieldScope {
+    schemas: std::sync::Arc<crate::openapi::Schemas>,
+    gvk: crate::openapi::GroupVersionKind,
+    api_version: String,
+    subresource: &'static str,
+    reset: crate::patch::managedfields::Reset,
+    now: String,
+}
+
+impl FieldScope {
+    fn new(objects: &Objects, info: &ResourceInfo, subresource: &'static str) -> Self {
+        use crate::patch::managedfields::Reset;
+        let reset = match subresource {
+            "status" => Reset::AllButStatus,
+            "" if info.strategy.has_status() => Reset::Status,
+            _ => Reset::Nothing,
+        };
+        FieldScope {
+            schemas: objects.openapi().schemas(),
+            gvk: crate::openapi::GroupVersionKind::new(info.group, info.version, info.kind),
+            api_version: info.api_version(),
+            subresource,
+            reset,
+            now: meta::now(),
+        }
+    }
+
+    fn context(&self) -> crate::patch::managedfields::Context<'_> {
+        crate::patch::managedfields::Context {
+            schema: self.schemas.for_kind(&self.gvk),
+            api_version: &self.api_version,
+            subresource: self.subresource,
+            reset: self.reset,
+            now: &self.now,
+        }
+    }
+
+    /// Records an update from `live` (`None`: a create) to `new` in `new`'s managedFields.
+    fn record(&self, live: Option<&Value>, new: &mut Value, manager: &str) {
+        use crate::patch::managedfields;
+        let mut managed = managedfields::for_update(new, live, !self.subresource.is_empty());
+        let empty = json!({});
+        managedfields::record_update(
+            &mut managed,
+            live.unwrap_or(&empty),
+            new,
+            manager,
+            &self.context(),
+        );
+        managed.write_to(new);
+    }
+}
+
+/// The 409 of an apply that conflicts, as upstream's `NewApplyConflict`.
+fn apply_conflict(conflicts: &crate::patch::managedfields::Conflicts) -> ApiError {
+    let causes: Vec<Value> = conflicts
+        .causes()
+        .into_iter()
+        .map(|(message, field)| {
+            json!({"reason": "FieldManagerConflict", "message": message, "field": field})
+        })
+        .collect();
+    ApiError::new(StatusCode::CONFLICT, "Conflict", conflicts.message())
+        .with_details(json!({"causes": causes}))
+}
+
 /// 422 for an invalid object, shaped as upstream's `NewInvalid`.
 pub fn invalid(info: &ResourceInfo, name: &str, errors: &[FieldError]) -> ApiError {
     let causes: Vec<Value> = errors
@@ -932,28 +1099,41 @@ impl Api<'_> {
         let namespace = target.namespace.clone().unwrap_or_default();
         self.check_namespace(info, &namespace, str_at(&obj, "/metadata/name"))
             .await?;
+        let manager = field_manager(query, headers, "CreateOptions")?;
         let mut obj = admit_create(info, obj)?;
+        FieldScope::new(self.objects, info, "").record(None, &mut obj, &manager);
         let include = IncludeObject::parse(query.get("includeObject").map(String::as_str))
             .map_err(ApiError::bad_request)?;
-        let hooks = self.hooks.of(info);
-        let claims = match hooks {
-            Some(h) => h.before_create(self.objects, &mut obj, dry).await?,
-            None => Vec::new(),
-        };
-        let obj = match self.store_new(target, obj, dry).await {
-            Ok(obj) => obj,
-            Err(e) => {
-                if let Some(h) = hooks {
-                    h.rollback(self.objects, claims).await;
-                }
-                return Err(e);
-            }
-        };
+        let obj = self.store_new_with_hooks(target, obj, dry).await?;
         let body = render::one(info, obj, accept.shape, include);
         Ok(with_warnings(
             negotiate::respond(StatusCode::CREATED, &body, accept),
             &warnings,
         ))
+    }
+
+    /// [`Api::store_new`] with the resource's store hooks around it (Service IPs and ports
+    /// are claimed before, released if the write fails).
+    async fn store_new_with_hooks(
+        &self,
+        target: &Target,
+        mut obj: Value,
+        dry: bool,
+    ) -> Result<Value, ApiError> {
+        let hooks = self.hooks.of(target.info);
+        let claims = match hooks {
+            Some(h) => h.before_create(self.objects, &mut obj, dry).await?,
+            None => Vec::new(),
+        };
+        match self.store_new(target, obj, dry).await {
+            Ok(obj) => Ok(obj),
+            Err(e) => {
+                if let Some(h) = hooks {
+                    h.rollback(self.objects, claims).await;
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn store_new(
@@ -1007,9 +1187,15 @@ impl Api<'_> {
             "" => None,
             rv => Some(parse_revision(rv)?),
         };
+        let record = Recording::Update {
+            manager: field_manager(query, headers, "UpdateOptions")?,
+            subresource: subresource_name(target),
+        };
         let new = obj;
         let response = self
-            .write(target, query, accept, requested, move |_| Ok(new.clone()))
+            .write(target, query, accept, requested, record, move |_| {
+                Ok(new.clone())
+            })
             .await?;
         Ok(with_warnings(response, &warnings))
     }
@@ -1028,7 +1214,11 @@ impl Api<'_> {
             Json(json_patch::Patch),
             Merge(Value),
             Strategic(Value),
+            Apply { config: Value, force: bool },
         }
+        let apply = media == "application/apply-patch+yaml";
+        let manager = patch_options(query, headers, apply)?;
+        let mut warnings = Vec::new();
         let kind = match media.as_str() {
             "application/json-patch+json" => {
                 Kind::Json(serde_json::from_slice(body).map_err(|e| {
@@ -1047,18 +1237,67 @@ impl Api<'_> {
                     ))
                 })?)
             }
-            "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
-                return Err(other_patch(&media));
+            "application/apply-patch+yaml" => {
+                let (config, found) = read_apply_config(self.objects, info, query, body)?;
+                warnings = found;
+                Kind::Apply {
+                    config,
+                    force: flag(query, "force"),
+                }
             }
+            "application/apply-patch+cbor" => return Err(other_patch(&media)),
             other => return Err(negotiate::unsupported_media_type(other)),
         };
         let name = target.name.clone().unwrap_or_default();
         let namespace = target.namespace.clone();
         let schemas = self.objects.openapi().schemas();
         let gvk = crate::openapi::GroupVersionKind::new(info.group, info.version, info.kind);
-        let apply = move |current: &Value| -> Result<Value, ApiError> {
+        let subresource = subresource_name(target);
+        let scope = FieldScope::new(self.objects, info, subresource);
+        let record = match &kind {
+            Kind::Apply { .. } => Recording::Apply { upsert: true },
+            _ => Recording::Update {
+                manager: manager.clone(),
+                subresource,
+            },
+        };
+        let change = move |current: &Value| -> Result<Value, ApiError> {
             let mut doc = current.clone();
             match &kind {
+                Kind::Apply { config, force } => {
+                    // The object stored has a uid; the placeholder of a missing one does not.
+                    let live = current
+                        .pointer("/metadata/uid")
+                        .is_some_and(|u| !u.is_null())
+                        .then_some(current);
+                    doc = crate::patch::managedfields::apply(
+                        live,
+                        config,
+                        &manager,
+                        *force,
+                        &scope.context(),
+                    )
+                    .map_err(|e| match e {
+                        crate::patch::managedfields::ApplyFailure::Conflicts(c) => {
+                            apply_conflict(&c)
+                        }
+                        crate::patch::managedfields::ApplyFailure::Invalid(e) => ApiError::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "Invalid",
+                            format!(
+                                "failed to create typed patch object ({}, Kind={}): {e}",
+                                info.api_version(),
+                                info.kind
+                            ),
+                        ),
+                    })?;
+                    if str_at(&doc, "/metadata/name") != name {
+                        return Err(ApiError::bad_request(format!(
+                            "the name of the object ({}) does not match the name on the URL ({name})",
+                            str_at(&doc, "/metadata/name")
+                        )));
+                    }
+                }
                 Kind::Json(patch) => json_patch::patch(&mut doc, patch).map_err(|e| {
                     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", e.to_string())
                 })?,
@@ -1095,7 +1334,10 @@ impl Api<'_> {
             }
             Ok(doc)
         };
-        self.write(target, query, accept, None, apply).await
+        let response = self
+            .write(target, query, accept, None, record, change)
+            .await?;
+        Ok(with_warnings(response, &warnings))
     }
 
     /// The read-modify-write loop of update and patch: `change` turns the current object into
@@ -1107,12 +1349,13 @@ impl Api<'_> {
         query: &Query,
         accept: Accept,
         requested: Option<Revision>,
+        record: Recording,
         change: impl Fn(&Value) -> Result<Value, ApiError>,
     ) -> Result<Response, ApiError> {
         let include = IncludeObject::parse(query.get("includeObject").map(String::as_str))
             .map_err(ApiError::bad_request)?;
         let (code, obj) = self
-            .write_value(target, dry_run(query)?, requested, change)
+            .write_value(target, dry_run(query)?, requested, record, change)
             .await?;
         let body = render::one(target.info, obj, accept.shape, include);
         Ok(negotiate::respond(code, &body, accept))
@@ -1125,23 +1368,28 @@ impl Api<'_> {
         target: &Target,
         dry: bool,
         requested: Option<Revision>,
+        record: Recording,
         change: impl Fn(&Value) -> Result<Value, ApiError>,
     ) -> Result<(StatusCode, Value), ApiError> {
         let info = target.info;
         let name = target.name.as_deref().unwrap_or_default();
         let key = self.key(target, name);
+        let upsert = matches!(record, Recording::Apply { upsert: true });
         for _ in 0..WRITE_ATTEMPTS {
             let Some((old, revision)) = self.objects.get(&key).await? else {
                 if target.subresource.is_none()
-                    && info.strategy.allow_create_on_update()
+                    && (info.strategy.allow_create_on_update() || upsert)
                     && requested.is_none()
                 {
                     let mut obj = change(&json!({"metadata": {"name": name}}))?;
                     meta::check_type(&mut obj, info)?;
                     let namespace = target.namespace.clone().unwrap_or_default();
                     self.check_namespace(info, &namespace, name).await?;
-                    let obj = admit_create(info, obj)?;
-                    let obj = self.store_new(target, obj, dry).await?;
+                    let mut obj = admit_create(info, obj)?;
+                    if let Recording::Update { manager, .. } = &record {
+                        FieldScope::new(self.objects, info, "").record(None, &mut obj, manager);
+                    }
+                    let obj = self.store_new_with_hooks(target, obj, dry).await?;
                     return Ok((StatusCode::CREATED, obj));
                 }
                 return Err(not_found(info, name));
@@ -1155,10 +1403,32 @@ impl Api<'_> {
             if precondition.is_some_and(|p| p != revision) {
                 return Err(conflict(info, name));
             }
+            // An apply's managedFields are computed with the change; a status write keeps the
+            // rest of the stored object, so they are carried over explicitly.
+            let applied_managed = matches!(record, Recording::Apply { .. })
+                .then(|| wanted.pointer("/metadata/managedFields").cloned());
             let mut new = match target.subresource.as_deref() {
                 Some("status") => admit_status_update(info, wanted, &old)?,
                 _ => admit_update(info, wanted, &old)?,
             };
+            if let Some(managed) = applied_managed {
+                let meta = meta::metadata_mut(&mut new);
+                match managed {
+                    Some(m) => meta.insert("managedFields".into(), m),
+                    None => meta.remove("managedFields"),
+                };
+            }
+            if let Recording::Update {
+                manager,
+                subresource,
+            } = &record
+            {
+                FieldScope::new(self.objects, info, subresource).record(
+                    Some(&old),
+                    &mut new,
+                    manager,
+                );
+            }
             if same_object(&new, &old) {
                 return Ok((StatusCode::OK, old));
             }
@@ -1409,11 +1679,68 @@ impl Api<'_> {
     }
 }
 
-/// The apply patch type (server-side apply): one call site for the apply module to plug into.
+/// Patch types not served (CBOR apply): 501 naming the ones that are.
 fn other_patch(media: &str) -> ApiError {
     ApiError::not_implemented(format!(
-        "patch type {media} is not supported by rkube yet; use application/json-patch+json or application/merge-patch+json"
+        "patch type {media} is not supported by rkube yet; use application/apply-patch+yaml, application/json-patch+json, application/merge-patch+json or application/strategic-merge-patch+json"
     ))
+}
+
+/// The subresource a write goes through, as recorded in managedFields.
+fn subresource_name(target: &Target) -> &'static str {
+    match target.subresource.as_deref() {
+        Some("status") => "status",
+        Some("scale") => "scale",
+        _ => "",
+    }
+}
+
+/// Decodes a server-side apply body (YAML, which includes JSON) as the full intended object,
+/// with the request's field validation. It must name the resource's apiVersion and kind and may
+/// not carry managedFields (upstream's rules).
+fn read_apply_config(
+    objects: &Objects,
+    info: &ResourceInfo,
+    query: &Query,
+    body: &[u8],
+) -> Result<(Value, Vec<String>), ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    negotiate::check_yaml_nesting(body)?;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/yaml"),
+    );
+    let raw = negotiate::decode(body, negotiate::Format::Yaml)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {}", e.message)))?;
+    if !raw.is_object() {
+        return Err(ApiError::bad_request(
+            "error decoding YAML: the applied configuration must be an object",
+        ));
+    }
+    if raw
+        .pointer("/metadata/managedFields")
+        .is_some_and(|m| !m.is_null())
+    {
+        return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+    }
+    let version = str_at(&raw, "/apiVersion");
+    if version != info.api_version() {
+        return Err(ApiError::bad_request(format!(
+            "Incorrect version specified in apply patch. Specified patch version: {version}, expected: {}",
+            info.api_version()
+        )));
+    }
+    let kind = str_at(&raw, "/kind");
+    if kind != info.kind {
+        return Err(ApiError::bad_request(format!(
+            "Incorrect kind specified in apply patch. Specified patch kind: {kind}, expected: {}",
+            info.kind
+        )));
+    }
+    read_object(objects, info, query, &headers, body)
 }
 
 /// 410 for a list at a compacted revision, 504 for one in the future.
@@ -1602,6 +1929,90 @@ mod tests {
         assert_eq!(
             details["causes"][0]["field"],
             "spec.template.spec.containers[0].image"
+        );
+    }
+
+    #[test]
+    fn field_managers_come_from_the_query_or_the_user_agent() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::USER_AGENT,
+            "kubectl-v1.33/v1.33.4 (linux/amd64) kubernetes/abc"
+                .parse()
+                .unwrap(),
+        );
+        let none = Query::new();
+        assert_eq!(
+            field_manager(&none, &headers, "PatchOptions").unwrap(),
+            "kubectl-v1.33"
+        );
+        let given: Query = [("fieldManager".to_owned(), "helm".to_owned())].into();
+        assert_eq!(
+            field_manager(&given, &headers, "PatchOptions").unwrap(),
+            "helm"
+        );
+        assert_eq!(
+            field_manager(&none, &HeaderMap::new(), "CreateOptions").unwrap(),
+            ""
+        );
+        let long: Query = [("fieldManager".to_owned(), "x".repeat(129))].into();
+        let err = field_manager(&long, &headers, "PatchOptions").unwrap_err();
+        assert_eq!(err.code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            err.message
+                .starts_with("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Too long"),
+            "{}",
+            err.message
+        );
+        let control: Query = [("fieldManager".to_owned(), "a\u{7}b".to_owned())].into();
+        let err = field_manager(&control, &headers, "UpdateOptions").unwrap_err();
+        assert!(
+            err.message.contains("invalid character U+0007"),
+            "{}",
+            err.message
+        );
+        let mut long_agent = HeaderMap::new();
+        long_agent.insert(header::USER_AGENT, "y".repeat(300).parse().unwrap());
+        assert_eq!(
+            field_manager(&none, &long_agent, "CreateOptions")
+                .unwrap()
+                .len(),
+            128
+        );
+    }
+
+    #[test]
+    fn apply_conflicts_are_upstreams_409() {
+        use crate::patch::fieldpath::{Path, PathElement};
+        use crate::patch::managedfields::{Conflict, Conflicts, Entry, Operation};
+        let owner = Entry {
+            manager: "kubectl-client-side-apply".into(),
+            operation: Operation::Update,
+            api_version: "apps/v1".into(),
+            subresource: String::new(),
+            time: None,
+            fields: Default::default(),
+        };
+        let path = Path(vec![
+            PathElement::Field("spec".into()),
+            PathElement::Field("replicas".into()),
+        ]);
+        let err = apply_conflict(&Conflicts(vec![Conflict {
+            manager: owner,
+            path,
+        }]));
+        assert_eq!(err.code, StatusCode::CONFLICT);
+        let status = err.to_status();
+        assert_eq!(status["reason"], "Conflict");
+        assert_eq!(
+            status["message"],
+            "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.replicas"
+        );
+        assert_eq!(
+            status["details"]["causes"],
+            json!([{"reason": "FieldManagerConflict",
+                "message": "conflict with \"kubectl-client-side-apply\" using apps/v1",
+                "field": ".spec.replicas"}])
         );
     }
 

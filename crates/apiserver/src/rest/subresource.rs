@@ -38,13 +38,26 @@ pub(super) async fn serve(
         ("scale", "update" | "patch") => {
             let body = read_body(headers, body).await?;
             let dry = dry_run(query)?;
+            let apply = negotiate::content_type(headers) == "application/apply-patch+yaml";
+            let manager = if verb == "update" {
+                super::field_manager(query, headers, "UpdateOptions")?
+            } else {
+                super::patch_options(query, headers, apply)?
+            };
+            if verb == "patch" && apply {
+                return apply_scale(api, target, &body, &manager, query, dry, accept).await;
+            }
+            let record = super::Recording::Update {
+                manager,
+                subresource: "scale",
+            };
             let scale = if verb == "update" {
                 read_plain_object(headers, &body)?
             } else {
                 let (obj, _) = main_object(api, target).await?;
                 patch_scale(&scale_of(&obj), headers, &body)?
             };
-            update_scale(api, target, scale, dry, accept).await
+            update_scale(api, target, scale, dry, record, accept).await
         }
         ("binding", "create") => {
             let body = read_body(headers, body).await?;
@@ -205,6 +218,7 @@ async fn update_scale(
     target: &Target,
     scale: Value,
     dry: bool,
+    record: super::Recording,
     accept: Accept,
 ) -> Result<Response, ApiError> {
     let info = target.info;
@@ -259,7 +273,154 @@ async fn update_scale(
         Ok(obj)
     };
     let (_, obj) = api
-        .write_value(&main_target(target), dry, requested, change)
+        .write_value(&main_target(target), dry, requested, record, change)
+        .await?;
+    Ok(negotiate::respond(StatusCode::OK, &scale_of(&obj), accept))
+}
+
+/// Server-side apply of a `Scale`: the apply runs on the Scale view of the object, whose
+/// managedFields are the object's `.spec.replicas` owners (upstream's scale handler), and its
+/// outcome goes back to the object: the replicas and who owns them.
+async fn apply_scale(
+    api: &Api<'_>,
+    target: &Target,
+    body: &[u8],
+    manager: &str,
+    query: &super::Query,
+    dry: bool,
+    accept: Accept,
+) -> Result<Response, ApiError> {
+    use crate::patch::fieldpath::{FieldSet, Path, PathElement};
+    use crate::patch::managedfields::{self, Managed, Reset};
+    negotiate::check_yaml_nesting(body)?;
+    let config = negotiate::decode(body, negotiate::Format::Yaml)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {}", e.message)))?;
+    if str_at(&config, "/apiVersion") != "autoscaling/v1" || str_at(&config, "/kind") != "Scale" {
+        return Err(ApiError::bad_request(format!(
+            "Incorrect version specified in apply patch. Specified patch version: {}, expected: autoscaling/v1",
+            str_at(&config, "/apiVersion")
+        )));
+    }
+    if config
+        .pointer("/metadata/managedFields")
+        .is_some_and(|m| !m.is_null())
+    {
+        return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+    }
+    let info = target.info;
+    let name = target.name.clone().unwrap_or_default();
+    let force = super::flag(query, "force");
+    let schemas = api.objects.openapi().schemas();
+    let scale_gvk = crate::openapi::GroupVersionKind::new("autoscaling", "v1", "Scale");
+    let parent_version = info.api_version();
+    let now = crate::registry::meta::now();
+    let replicas: Path = Path(vec![
+        PathElement::Field("spec".into()),
+        PathElement::Field("replicas".into()),
+    ]);
+    let only_replicas: FieldSet = [replicas.clone()].into_iter().collect();
+    let manager = manager.to_owned();
+    let change = move |current: &Value| -> Result<Value, ApiError> {
+        let parent = Managed::of(current).unwrap_or_default();
+        // The Scale view: the object's replicas and their owners.
+        let mut view = scale_of(current);
+        let mut scale_managed = Managed(
+            parent
+                .0
+                .iter()
+                .map(|e| {
+                    let mut e = e.clone();
+                    e.fields = e.fields.intersection(&only_replicas);
+                    e.api_version = "autoscaling/v1".into();
+                    e
+                })
+                .filter(|e| !e.fields.is_empty())
+                .collect(),
+        );
+        if scale_managed.0.is_empty() && !parent.0.is_empty() {
+            // Nobody owns replicas, but the object is tracked: an entry owning nothing keeps the
+            // view from looking untracked (it is dropped with the other empty entries).
+            scale_managed = Managed(vec![managedfields::Entry {
+                manager: managedfields::BEFORE_FIRST_APPLY.into(),
+                operation: managedfields::Operation::Update,
+                api_version: "autoscaling/v1".into(),
+                subresource: String::new(),
+                time: None,
+                fields: FieldSet::new(),
+            }]);
+        }
+        scale_managed.write_to(&mut view);
+        let cx = managedfields::Context {
+            schema: schemas.for_kind(&scale_gvk),
+            api_version: "autoscaling/v1",
+            subresource: "scale",
+            reset: Reset::Nothing,
+            now: &now,
+        };
+        let applied = managedfields::apply(Some(&view), &config, &manager, force, &cx).map_err(
+            |e| match e {
+                managedfields::ApplyFailure::Conflicts(c) => super::apply_conflict(&c),
+                managedfields::ApplyFailure::Invalid(e) => {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", e.to_string())
+                }
+            },
+        )?;
+        if str_at(&applied, "/metadata/name") != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                str_at(&applied, "/metadata/name")
+            )));
+        }
+        // Back to the object: its replicas, and who owns them now.
+        let mut obj = current.clone();
+        if let Some(r) = applied.pointer("/spec/replicas") {
+            let r = r.as_i64().filter(|r| *r >= 0).ok_or_else(|| {
+                ApiError::bad_request(
+                    "Scale in version \"v1\" cannot be handled as a Scale: spec.replicas must be a non-negative integer",
+                )
+            })?;
+            crate::registry::set_at(&mut obj, "/spec/replicas", json!(r));
+        }
+        let mut managed = parent;
+        for e in &mut managed.0 {
+            e.fields = e.fields.difference(&only_replicas);
+        }
+        for e in Managed::of(&applied).unwrap_or_default().0 {
+            if !e.fields.contains(&replicas) {
+                continue;
+            }
+            let mut e = e;
+            e.fields = only_replicas.clone();
+            e.api_version = parent_version.clone();
+            match managed.0.iter_mut().find(|x| {
+                x.manager == e.manager
+                    && x.operation == e.operation
+                    && x.subresource == e.subresource
+                    && (x.operation == managedfields::Operation::Apply
+                        || x.api_version == e.api_version)
+            }) {
+                Some(x) => {
+                    x.fields = x.fields.union(&e.fields);
+                    x.time = e.time.clone();
+                }
+                None => managed.0.push(e),
+            }
+        }
+        managed.0.retain(|e| !e.fields.is_empty());
+        managed.write_to(&mut obj);
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+        }
+        Ok(obj)
+    };
+    let (_, obj) = api
+        .write_value(
+            &main_target(target),
+            dry,
+            None,
+            super::Recording::Apply { upsert: false },
+            change,
+        )
         .await?;
     Ok(negotiate::respond(StatusCode::OK, &scale_of(&obj), accept))
 }

@@ -147,6 +147,22 @@ pub fn kubectls() -> Vec<PathBuf> {
     found
 }
 
+/// The real helm, when fetched (`scripts/clients` puts it beside kubectl).
+pub fn helm_bin() -> Option<PathBuf> {
+    let dir = std::env::var_os("RKUBE_CLIENTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/rkube-ci/clients"));
+    let path = dir.join("helm");
+    if !path.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have fetched helm into {} (scripts/clients)",
+            dir.display()
+        );
+    }
+    path.exists().then_some(path)
+}
+
 pub fn kubectl(kubectl: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
     Command::new(kubectl)
         .arg("--kubeconfig")
