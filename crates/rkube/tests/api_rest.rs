@@ -4,10 +4,9 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{Apiserver, json, kubectl, kubectls};
+use common::{Apiserver, json, kubectl, kubectls, write};
 use serde_json::Value;
 
 fn ok(out: Output) -> String {
@@ -18,12 +17,6 @@ fn ok(out: Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.to_string_lossy().into_owned()
 }
 
 /// A request with a JSON (or other) body, as the admin.

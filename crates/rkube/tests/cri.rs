@@ -1066,6 +1066,8 @@ fn crictl_runs_inspects_execs_logs_stops_and_removes_pods_and_containers() {
     );
 
     ok(&["stop", &container]);
+    assert!(!ok(&["stats"]).contains("talker"), "running ones only");
+    assert!(ok(&["stats", "-a"]).contains("talker"));
     let inspect: serde_json::Value = serde_json::from_str(&ok(&["inspect", &container])).unwrap();
     assert_eq!(inspect["status"]["state"], 2, "exited");
     assert_eq!(inspect["status"]["exit_code"], 137);

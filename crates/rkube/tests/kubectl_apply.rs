@@ -4,15 +4,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{Apiserver, kubectl, kubectls, stderr, stdout};
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.to_string_lossy().into_owned()
-}
+use common::{Apiserver, kubectl, kubectls, stderr, stdout, write};
 
 const MANIFEST: &str = r#"apiVersion: apps/v1
 kind: Deployment
@@ -147,5 +139,55 @@ fn apply_diff_set_image_edit_and_explain_work_with_real_kubectl() {
         );
         let out = k(&["explain", "pod", "--recursive"]);
         assert!(stdout(&out).contains("containers"), "{}", stderr(&out));
+    }
+}
+
+/// `apply --prune`: objects that carry the label and were applied before, but are no longer in
+/// the files, are deleted; others with the label that kubectl did not apply are left alone.
+#[test]
+fn apply_prune_deletes_what_left_the_manifest() {
+    for bin in kubectls() {
+        let server = Apiserver::start();
+        let kc = server.kubeconfig();
+        let k = |args: &[&str]| kubectl(&bin, &kc, args);
+        let dir = server.dir.path();
+        let both = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: keep, labels: {set: pruned}}
+data: {a: "1"}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: drop, labels: {set: pruned}}
+data: {a: "1"}
+"#;
+        let file = write(dir, "set.yaml", both);
+        let out = k(&["apply", "--prune", "-l", "set=pruned", "-f", &file]);
+        assert!(out.status.success(), "{}: {}", bin.display(), stderr(&out));
+        // Created by hand (no last-applied annotation): prune must not touch it.
+        let out = k(&["create", "configmap", "manual", "--from-literal=a=1"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = k(&["label", "configmap", "manual", "set=pruned"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+
+        let only_keep = both.split("---").next().unwrap();
+        let file = write(dir, "set.yaml", only_keep);
+        let out = k(&["apply", "--prune", "-l", "set=pruned", "-f", &file]);
+        assert!(out.status.success(), "{}: {}", bin.display(), stderr(&out));
+        assert!(
+            stdout(&out).contains("configmap/drop pruned"),
+            "{}: {}",
+            bin.display(),
+            stdout(&out)
+        );
+        let out = k(&["get", "configmaps", "-l", "set=pruned", "-o", "name"]);
+        let mut names: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["configmap/keep", "configmap/manual"],
+            "{}",
+            bin.display()
+        );
     }
 }

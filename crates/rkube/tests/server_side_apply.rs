@@ -7,14 +7,8 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{Apiserver, helm_bin, json, kubectl, kubectls, stderr, stdout};
+use common::{Apiserver, helm_bin, json, kubectl, kubectls, stderr, stdout, write};
 use serde_json::Value;
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.to_string_lossy().into_owned()
-}
 
 const DEPLOYMENT: &str = r#"apiVersion: apps/v1
 kind: Deployment

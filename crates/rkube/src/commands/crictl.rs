@@ -217,7 +217,7 @@ enum CrictlCommand {
     },
     /// Show containers' resource use.
     Stats {
-        /// All containers, not only running ones.
+        /// All containers, not only running ones (stopped ones show what they use: nothing).
         #[arg(short, long)]
         all: bool,
         /// Only this container (ID or prefix).
@@ -708,70 +708,64 @@ async fn pods_and_containers(client: &mut CriClient, command: CrictlCommand) -> 
             println!("{id}");
         }
         CrictlCommand::Start { ids } => {
-            for prefix in ids {
-                let id = container_id(client, &prefix).await?;
-                client
-                    .runtime
-                    .start_container(cri::StartContainerRequest {
-                        container_id: id.clone(),
-                    })
-                    .await
-                    .with_context(|| format!("starting container {id}"))?;
-                println!("{prefix}");
-            }
+            each(client, ids, Of::Container, "", async |c, id| {
+                c.runtime
+                    .start_container(cri::StartContainerRequest { container_id: id })
+                    .await?;
+                Ok(())
+            })
+            .await?
         }
         CrictlCommand::Stop { timeout, ids } => {
-            for prefix in ids {
-                let id = container_id(client, &prefix).await?;
-                client
-                    .runtime
+            each(client, ids, Of::Container, "", async |c, id| {
+                c.runtime
                     .stop_container(cri::StopContainerRequest {
-                        container_id: id.clone(),
+                        container_id: id,
                         timeout,
                     })
-                    .await
-                    .with_context(|| format!("stopping container {id}"))?;
-                println!("{prefix}");
-            }
+                    .await?;
+                Ok(())
+            })
+            .await?
         }
         CrictlCommand::Stopp { ids } => {
-            for prefix in ids {
-                let id = sandbox_id(client, &prefix).await?;
-                client
-                    .runtime
-                    .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                        pod_sandbox_id: id.clone(),
-                    })
-                    .await
-                    .with_context(|| format!("stopping pod sandbox {id}"))?;
-                println!("Stopped sandbox {prefix}");
-            }
+            each(
+                client,
+                ids,
+                Of::Sandbox,
+                "Stopped sandbox ",
+                async |c, id| {
+                    c.runtime
+                        .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id })
+                        .await?;
+                    Ok(())
+                },
+            )
+            .await?
         }
         CrictlCommand::Rm { force: _, ids } => {
-            for prefix in ids {
-                let id = container_id(client, &prefix).await?;
-                client
-                    .runtime
-                    .remove_container(cri::RemoveContainerRequest {
-                        container_id: id.clone(),
-                    })
-                    .await
-                    .with_context(|| format!("removing container {id}"))?;
-                println!("{prefix}");
-            }
+            each(client, ids, Of::Container, "", async |c, id| {
+                c.runtime
+                    .remove_container(cri::RemoveContainerRequest { container_id: id })
+                    .await?;
+                Ok(())
+            })
+            .await?
         }
         CrictlCommand::Rmp { force: _, ids } => {
-            for prefix in ids {
-                let id = sandbox_id(client, &prefix).await?;
-                client
-                    .runtime
-                    .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                        pod_sandbox_id: id.clone(),
-                    })
-                    .await
-                    .with_context(|| format!("removing pod sandbox {id}"))?;
-                println!("Removed sandbox {prefix}");
-            }
+            each(
+                client,
+                ids,
+                Of::Sandbox,
+                "Removed sandbox ",
+                async |c, id| {
+                    c.runtime
+                        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+                        .await?;
+                    Ok(())
+                },
+            )
+            .await?
         }
         CrictlCommand::Inspect { id } => {
             let id = container_id(client, &id).await?;
@@ -833,6 +827,35 @@ async fn pods_and_containers(client: &mut CriClient, command: CrictlCommand) -> 
         }
         CrictlCommand::Stats { all, id } => stats(client, all, id).await?,
         _ => unreachable!("image commands are handled by run"),
+    }
+    Ok(())
+}
+
+/// What an ID names.
+#[derive(Clone, Copy)]
+enum Of {
+    Container,
+    Sandbox,
+}
+
+/// Resolves each ID (or prefix) and runs `call` on the full ID, printing `done` and the ID as
+/// given after each, as crictl does; stops at the first failure, naming the ID.
+async fn each(
+    client: &mut CriClient,
+    ids: Vec<String>,
+    of: Of,
+    done: &str,
+    mut call: impl AsyncFnMut(&mut CriClient, String) -> Result<(), tonic::Status>,
+) -> anyhow::Result<()> {
+    for prefix in ids {
+        let (id, what) = match of {
+            Of::Container => (container_id(client, &prefix).await?, "container"),
+            Of::Sandbox => (sandbox_id(client, &prefix).await?, "pod sandbox"),
+        };
+        call(client, id.clone())
+            .await
+            .with_context(|| format!("{what} {id}"))?;
+        println!("{done}{prefix}");
     }
     Ok(())
 }
@@ -949,8 +972,40 @@ async fn stats(client: &mut CriClient, all: bool, id: Option<String>) -> anyhow:
     };
     let before = sample(client).await?;
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let after = sample(client).await?;
-    let _ = all; // the runtime reports stats of running containers only, as containerd does
+    let mut after = sample(client).await?;
+    if all {
+        // Runtimes list stats of running containers only; ask for the others one by one.
+        let containers = client
+            .runtime
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(cri::ContainerFilter {
+                    id: filter.as_ref().map(|f| f.id.clone()).unwrap_or_default(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .context("listing containers")?
+            .into_inner()
+            .containers;
+        for c in containers {
+            if after
+                .iter()
+                .any(|s| s.attributes.as_ref().is_some_and(|a| a.id == c.id))
+            {
+                continue;
+            }
+            let stats = client
+                .runtime
+                .container_stats(cri::ContainerStatsRequest {
+                    container_id: c.id.clone(),
+                })
+                .await
+                .with_context(|| format!("stats of container {}", c.id))?
+                .into_inner()
+                .stats;
+            after.extend(stats);
+        }
+    }
     let cpu = |s: &cri::ContainerStats| {
         s.cpu.as_ref().map(|c| {
             (

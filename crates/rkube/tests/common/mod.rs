@@ -5,6 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Writes `text` to `dir/name`; returns the path as a string, for command lines.
+pub fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
 /// The binary under test: `RKUBE_BIN` when set (a copy that a concurrent build in a shared
 /// target directory cannot replace mid-run), else the one cargo built.
 pub fn rkube_bin() -> PathBuf {
