@@ -294,7 +294,19 @@ async fn acknowledged_writes_survive_sigkill_and_nothing_else_is_half_visible() 
             )
             .spawn()
             .expect("spawn writer");
-        tokio::time::sleep(Duration::from_millis(rng.random_range(150..700))).await;
+        // The kill must land while the writer writes: wait for its first acknowledgement (a
+        // loaded machine can take longer than the random delay just to start it), then let it
+        // run a random while more.
+        let started = std::time::Instant::now();
+        let acks = dir.path().join(format!("acks-{generation:03}"));
+        // A whole line, not read_acks: the writer may be halfway through one.
+        while !std::fs::read(&acks).is_ok_and(|b| b.contains(&b'\n'))
+            && started.elapsed() < Duration::from_secs(60)
+            && child.try_wait().expect("poll the writer").is_none()
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..600))).await;
         child.kill().expect("SIGKILL the writer");
         child.wait().expect("reap the writer");
 
