@@ -295,6 +295,24 @@ mod tests {
     }
 
     #[test]
+    fn float_values_round_trip_exactly() {
+        // Found by the property test: without serde_json's float_roundtrip the last digit moved.
+        for v in [
+            json!(964283.1450612645),
+            json!(0.1),
+            json!(1e300),
+            json!(-2.5e-8),
+        ] {
+            let element = PathElement::value(&v);
+            assert_eq!(
+                PathElement::decode(&element.encode()).unwrap(),
+                element,
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
     fn fields_v1_round_trips_with_dot_for_member_nodes() {
         let wire = json!({
             "f:metadata": {"f:labels": {".": {}, "f:app": {}}},
