@@ -98,8 +98,10 @@ fn two_containers_in_a_sandbox_share_network_and_ipc_but_not_pids_or_root_filesy
         .unwrap();
     t.runtime.start(&server).unwrap();
     t.runtime.start(&client).unwrap();
-    // The client reached the server over the pod's loopback.
-    wait_for(|| stdout_text(&t.runtime, &server).contains("ping"));
+    // The client reached the server over the pod's loopback: its `until` loop ends only when
+    // nc connects. (Not the server's log: busybox nc -l, its stdin at EOF, may close before it
+    // reads the ping, so "ping" in the log is a race.)
+    wait_for(|| exec(&t, &client, "cat /proc/1/cmdline | tr '\\0' ' '") == "sleep 1001");
 
     let ns = |id: &str, kind: &str| exec(&t, id, &format!("readlink /proc/self/ns/{kind}"));
     assert_eq!(ns(&server, "net"), ns(&client, "net"));
@@ -115,7 +117,6 @@ fn two_containers_in_a_sandbox_share_network_and_ipc_but_not_pids_or_root_filesy
         "not the host's network"
     );
     // Each has its own PID 1; the pod's hostname; a shared /dev/shm; separate roots.
-    wait_for(|| exec(&t, &client, "cat /proc/1/cmdline | tr '\\0' ' '") == "sleep 1001");
     assert_eq!(
         exec(&t, &server, "cat /proc/1/cmdline | tr '\\0' ' '"),
         "sleep 1000"

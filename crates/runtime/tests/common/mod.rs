@@ -207,19 +207,30 @@ pub fn sh(name: &str, script: &str) -> rkube_runtime::ContainerConfig {
 }
 
 /// Waits (without a time limit of its own: the test harness's is the limit) until `done`.
+/// Polls `done` until it holds; fails the test after two minutes rather than hang CI.
 pub fn wait_for(mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
     while !done() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "waited two minutes for a condition"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
 /// Waits for a container to exit and returns its status.
 pub fn wait_exit(rt: &Runtime, id: &str) -> rkube_runtime::ContainerStatus {
+    let started = std::time::Instant::now();
     loop {
         let s = rt.status(id).expect("status");
         if s.state == rkube_runtime::ContainerState::Exited {
             return s;
         }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "container {id} did not exit in two minutes: {s:?}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
