@@ -19,22 +19,6 @@ fn ok(out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A request with a JSON (or other) body, as the admin.
-fn send(server: &Apiserver, method: &str, path: &str, content_type: &str, body: &str) -> Value {
-    json(&server.curl(
-        &[
-            path,
-            "-X",
-            method,
-            "-H",
-            &format!("Content-Type: {content_type}"),
-            "--data-binary",
-            body,
-        ],
-        true,
-    ))
-}
-
 #[test]
 fn kubectl_sees_the_resource_catalogue() {
     let server = Apiserver::start();
@@ -242,8 +226,7 @@ fn kubectl_creates_reads_changes_and_deletes_objects() {
         // new may be created in it.
         ok(k(&["delete", "ns", "team", "--wait=false"]));
         assert!(ok(k(&["get", "ns", "team"])).contains("Terminating"));
-        let status = send(
-            &server,
+        let status = server.send(
             "POST",
             "/api/v1/namespaces/team/configmaps",
             "application/json",
@@ -254,9 +237,7 @@ fn kubectl_creates_reads_changes_and_deletes_objects() {
             status["message"],
             "configmaps \"late\" is forbidden: unable to create new content in namespace team because it is being terminated"
         );
-        let fin = send(
-            &server,
-            "PUT",
+        let fin = server.send("PUT",
             "/api/v1/namespaces/team/finalize",
             "application/json",
             r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"team"},"spec":{"finalizers":[]}}"#,
@@ -276,8 +257,7 @@ fn lists_select_page_and_span_namespaces() {
         ("kube-public", "d", "x"),
     ] {
         let body = format!(r#"{{"metadata":{{"name":"{name}","labels":{{"tier":"{tier}"}}}}}}"#);
-        let created = send(
-            &server,
+        let created = server.send(
             "POST",
             &format!("/api/v1/namespaces/{ns}/configmaps"),
             "application/json",
@@ -368,8 +348,7 @@ fn kubectl_watch_sees_another_process_change() {
             bin.file_name().unwrap().to_string_lossy().replace('.', "-")
         );
         // Keep writing until the watch has started and reports it (each write is a new event).
-        let created = send(
-            &server,
+        let created = server.send(
             "POST",
             "/api/v1/namespaces/default/configmaps",
             "application/json",
@@ -380,8 +359,7 @@ fn kubectl_watch_sees_another_process_change() {
         for i in 0..200 {
             let line = lines.next().expect("the watch ended").unwrap();
             if line == format!("configmap/{name}") {
-                let patched = send(
-                    &server,
+                let patched = server.send(
                     "PATCH",
                     &format!("/api/v1/namespaces/default/configmaps/{name}"),
                     "application/merge-patch+json",
@@ -403,9 +381,7 @@ fn kubectl_watch_sees_another_process_change() {
 #[test]
 fn invalid_objects_and_conflicts_answer_like_upstream() {
     let server = Apiserver::start();
-    let status = send(
-        &server,
-        "POST",
+    let status = server.send("POST",
         "/apis/apps/v1/namespaces/default/deployments",
         "application/json",
         r#"{"metadata":{"name":"web"},"spec":{"selector":{"matchLabels":{"app":"web"}},
@@ -428,9 +404,7 @@ fn invalid_objects_and_conflicts_answer_like_upstream() {
         "FieldValueRequired"
     );
 
-    let status = send(
-        &server,
-        "POST",
+    let status = server.send("POST",
         "/api/v1/namespaces/default/configmaps",
         "application/json",
         r#"{"metadata":{"name":"Bad_Name","labels":{"k":"this-label-value-is-far-too-long-to-be-accepted-by-kubernetes-validation"}}}"#,
@@ -464,8 +438,7 @@ fn invalid_objects_and_conflicts_answer_like_upstream() {
         );
     }
 
-    let created = send(
-        &server,
+    let created = server.send(
         "POST",
         "/api/v1/namespaces/default/configmaps",
         "application/json",
@@ -475,8 +448,7 @@ fn invalid_objects_and_conflicts_answer_like_upstream() {
         .as_str()
         .unwrap()
         .to_owned();
-    let again = send(
-        &server,
+    let again = server.send(
         "POST",
         "/api/v1/namespaces/default/configmaps",
         "application/json",
@@ -488,16 +460,14 @@ fn invalid_objects_and_conflicts_answer_like_upstream() {
     );
     let update =
         format!(r#"{{"metadata":{{"name":"c","resourceVersion":"{rv}"}},"data":{{"a":"1"}}}}"#);
-    let first = send(
-        &server,
+    let first = server.send(
         "PUT",
         "/api/v1/namespaces/default/configmaps/c",
         "application/json",
         &update,
     );
     assert_eq!(first["data"]["a"], "1", "{first}");
-    let stale = send(
-        &server,
+    let stale = server.send(
         "PUT",
         "/api/v1/namespaces/default/configmaps/c",
         "application/json",
@@ -510,8 +480,7 @@ fn invalid_objects_and_conflicts_answer_like_upstream() {
     );
 
     // dryRun=All validates and answers but stores nothing.
-    let dry = send(
-        &server,
+    let dry = server.send(
         "POST",
         "/api/v1/namespaces/default/configmaps?dryRun=All",
         "application/json",
@@ -530,23 +499,16 @@ fn bad_input_gets_the_right_status() {
     let cms = "/api/v1/namespaces/default/configmaps";
     let code = |v: Value| v["code"].as_i64().unwrap_or(0);
     assert_eq!(
-        code(send(&server, "POST", cms, "application/json", "{not json")),
+        code(server.send("POST", cms, "application/json", "{not json")),
         400
     );
     assert_eq!(
-        code(send(
-            &server,
-            "POST",
-            cms,
-            "application/json",
-            r#"{"metadata":{"name":"#
-        )),
+        code(server.send("POST", cms, "application/json", r#"{"metadata":{"name":"#)),
         400
     );
-    assert_eq!(code(send(&server, "POST", cms, "text/plain", "{}")), 415);
+    assert_eq!(code(server.send("POST", cms, "text/plain", "{}")), 415);
     assert_eq!(
-        code(send(
-            &server,
+        code(server.send(
             "POST",
             cms,
             "application/json",
@@ -555,13 +517,7 @@ fn bad_input_gets_the_right_status() {
         400
     );
     assert_eq!(
-        code(send(
-            &server,
-            "POST",
-            cms,
-            "application/json",
-            &"[".repeat(100_000)
-        )),
+        code(server.send("POST", cms, "application/json", &"[".repeat(100_000))),
         400
     );
     let big = write(
@@ -572,18 +528,16 @@ fn bad_input_gets_the_right_status() {
             "x".repeat(4 << 20)
         ),
     );
-    let status = send(&server, "POST", cms, "application/json", &format!("@{big}"));
+    let status = server.send("POST", cms, "application/json", &format!("@{big}"));
     assert_eq!(code(status.clone()), 413, "{status}");
-    let ok = send(
-        &server,
+    let ok = server.send(
         "POST",
         cms,
         "application/json",
         r#"{"metadata":{"name":"a"}}"#,
     );
     assert_eq!(ok["metadata"]["name"], "a");
-    let status = send(
-        &server,
+    let status = server.send(
         "PUT",
         &format!("{cms}/a"),
         "application/json",
@@ -594,8 +548,7 @@ fn bad_input_gets_the_right_status() {
         status["message"],
         "the name of the object (b) does not match the name on the URL (a)"
     );
-    let status = send(
-        &server,
+    let status = server.send(
         "POST",
         cms,
         "application/json",
@@ -609,28 +562,15 @@ fn bad_input_gets_the_right_status() {
         404
     );
     assert_eq!(
-        code(send(
-            &server,
-            "POST",
-            &format!("{cms}/a"),
-            "application/json",
-            "{}"
-        )),
+        code(server.send("POST", &format!("{cms}/a"), "application/json", "{}")),
         405
     );
     assert_eq!(
-        code(send(
-            &server,
-            "DELETE",
-            "/api/v1/namespaces",
-            "application/json",
-            ""
-        )),
+        code(server.send("DELETE", "/api/v1/namespaces", "application/json", "")),
         405
     );
     assert_eq!(
-        code(send(
-            &server,
+        code(server.send(
             "PATCH",
             &format!("{cms}/a"),
             "application/apply-patch+yaml",
@@ -641,8 +581,7 @@ fn bad_input_gets_the_right_status() {
     );
     // A strategic merge patch that is not an object is a 400; a good one applies.
     assert_eq!(
-        code(send(
-            &server,
+        code(server.send(
             "PATCH",
             &format!("{cms}/a"),
             "application/strategic-merge-patch+json",
@@ -650,16 +589,14 @@ fn bad_input_gets_the_right_status() {
         )),
         400
     );
-    let patched = send(
-        &server,
+    let patched = server.send(
         "PATCH",
         &format!("{cms}/a"),
         "application/strategic-merge-patch+json",
         r#"{"data":{"k":"v"}}"#,
     );
     assert_eq!(patched["data"]["k"], "v", "{patched}");
-    let status = send(
-        &server,
+    let status = server.send(
         "POST",
         "/api/v1/namespaces/nowhere/configmaps",
         "application/json",
@@ -669,8 +606,7 @@ fn bad_input_gets_the_right_status() {
         (status["code"].clone(), status["message"].clone()),
         (404.into(), "namespaces \"nowhere\" not found".into())
     );
-    let yaml = send(
-        &server,
+    let yaml = server.send(
         "POST",
         cms,
         "application/yaml",

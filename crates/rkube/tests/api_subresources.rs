@@ -19,18 +19,7 @@ fn ok(out: Output) -> String {
 }
 
 fn send(server: &Apiserver, method: &str, path: &str, body: &Value) -> Value {
-    json(&server.curl(
-        &[
-            path,
-            "-X",
-            method,
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &body.to_string(),
-        ],
-        true,
-    ))
+    server.send(method, path, "application/json", &body.to_string())
 }
 
 fn create_file(server: &Apiserver, bin: &std::path::Path, yaml: &str) {

@@ -360,6 +360,19 @@ async fn exec_sh(
     .map(|r| r.into_inner())
 }
 
+async fn sandbox_status(
+    rt: &mut RuntimeClient,
+    id: &str,
+) -> Result<cri::PodSandboxStatus, tonic::Status> {
+    let response = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_owned(),
+            verbose: false,
+        })
+        .await?;
+    Ok(response.into_inner().status.unwrap())
+}
+
 async fn container_status(rt: &mut RuntimeClient, id: &str) -> cri::ContainerStatus {
     rt.container_status(cri::ContainerStatusRequest {
         container_id: id.to_owned(),
@@ -479,16 +492,7 @@ async fn pod_scenario(
         .unwrap_or_else(|e| panic!("{runtime}: run sandbox: {e}"))
         .into_inner()
         .pod_sandbox_id;
-    let status = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: sandbox.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = sandbox_status(rt, &sandbox).await.unwrap();
     assert_eq!(
         status.state,
         cri::PodSandboxState::SandboxReady as i32,
@@ -723,16 +727,7 @@ async fn pod_scenario(
     })
     .await
     .unwrap_or_else(|e| panic!("{runtime}: stop sandbox: {e}"));
-    let status = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: sandbox.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = sandbox_status(rt, &sandbox).await.unwrap();
     assert_eq!(
         status.state,
         cri::PodSandboxState::SandboxNotready as i32,
@@ -753,13 +748,7 @@ async fn pod_scenario(
         },
     )
     .await;
-    let err = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: sandbox.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap_err();
+    let err = sandbox_status(rt, &sandbox).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{runtime}: {err:?}");
     // The runtimes leave the parent cgroup they were given; the test made it up, so it goes.
     for controller in [

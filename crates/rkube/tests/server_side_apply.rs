@@ -318,24 +318,6 @@ fn helm_installs_and_upgrades_a_chart_server_side() {
     ok(&helm, &h(&["uninstall", "demo", "--wait=false"]));
 }
 
-/// A request as the admin, answering (status code, body).
-fn send(server: &Apiserver, method: &str, path: &str, content_type: &str, body: &str) -> Value {
-    json(&server.curl(
-        &[
-            path,
-            "-X",
-            method,
-            "-H",
-            &format!("Content-Type: {content_type}"),
-            "-H",
-            "User-Agent: curl-test/1.0",
-            "--data-binary",
-            body,
-        ],
-        true,
-    ))
-}
-
 #[test]
 fn the_api_answers_apply_as_upstream() {
     let server = Apiserver::start();
@@ -345,13 +327,7 @@ fn the_api_answers_apply_as_upstream() {
         if force {
             path.push_str("&force=true");
         }
-        send(
-            &server,
-            "PATCH",
-            &path,
-            "application/apply-patch+yaml",
-            body,
-        )
+        server.send("PATCH", &path, "application/apply-patch+yaml", body)
     };
 
     // Apply creates (YAML), the manager owns what it named.
@@ -368,8 +344,7 @@ fn the_api_answers_apply_as_upstream() {
     );
 
     // An update records its manager from the User-Agent and takes the field.
-    let updated = send(
-        &server,
+    let updated = server.send(
         "PATCH",
         &format!("{cms}/c"),
         "application/merge-patch+json",
@@ -414,8 +389,7 @@ fn the_api_answers_apply_as_upstream() {
     obj["metadata"]["managedFields"] =
         serde_json::json!([{"manager": "evil", "operation": "Bogus"}]);
     obj["data"]["z"] = "3".into();
-    let put = send(
-        &server,
+    let put = server.send(
         "PUT",
         &format!("{cms}/c"),
         "application/json",
@@ -430,8 +404,7 @@ fn the_api_answers_apply_as_upstream() {
     assert_eq!(managers, ["a", "curl-test"], "{put}");
 
     // Option and body errors.
-    let no_manager = send(
-        &server,
+    let no_manager = server.send(
         "PATCH",
         &format!("{cms}/c"),
         "application/apply-patch+yaml",
@@ -442,8 +415,7 @@ fn the_api_answers_apply_as_upstream() {
         no_manager["message"],
         "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
     );
-    let force_merge = send(
-        &server,
+    let force_merge = server.send(
         "PATCH",
         &format!("{cms}/c?force=true"),
         "application/merge-patch+json",
@@ -495,8 +467,7 @@ fn the_api_answers_apply_as_upstream() {
     );
 
     // dryRun=All answers the result without storing it.
-    let dry = send(
-        &server,
+    let dry = server.send(
         "PATCH",
         &format!("{cms}/d?fieldManager=a&dryRun=All"),
         "application/apply-patch+yaml",
@@ -514,8 +485,7 @@ fn the_api_answers_apply_as_upstream() {
                  "template": {"metadata": {"labels": {"a": "b"}},
                               "spec": {"containers": [{"name": "c", "image": "i"}]}}},
         "status": {"replicas": 7}});
-    let created = send(
-        &server,
+    let created = server.send(
         "PATCH",
         &format!("{deploys}/w?fieldManager=m"),
         "application/apply-patch+yaml",
@@ -524,8 +494,7 @@ fn the_api_answers_apply_as_upstream() {
     assert!(created["status"].get("replicas").is_none(), "{created}");
     let status = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "w"}, "status": {"replicas": 7}});
-    let after = send(
-        &server,
+    let after = server.send(
         "PATCH",
         &format!("{deploys}/w/status?fieldManager=s"),
         "application/apply-patch+yaml",
@@ -555,16 +524,14 @@ fn scale_applies_own_replicas_of_the_object() {
         "spec": {"selector": {"matchLabels": {"a": "b"}},
                  "template": {"metadata": {"labels": {"a": "b"}},
                               "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
-    let created = send(
-        &server,
+    let created = server.send(
         "PATCH",
         &format!("{deploys}/w?fieldManager=m"),
         "application/apply-patch+yaml",
         &body.to_string(),
     );
     assert_eq!(created["spec"]["replicas"], 1, "{created}");
-    let scale = send(
-        &server,
+    let scale = server.send(
         "PATCH",
         &format!("{deploys}/w/scale?fieldManager=autoscaler"),
         "application/apply-patch+yaml",
@@ -596,8 +563,7 @@ fn scale_applies_own_replicas_of_the_object() {
     // The resource's applier now conflicts on replicas.
     let mut with_replicas = body.clone();
     with_replicas["spec"]["replicas"] = 5.into();
-    let conflict = send(
-        &server,
+    let conflict = server.send(
         "PATCH",
         &format!("{deploys}/w?fieldManager=m"),
         "application/apply-patch+yaml",
@@ -609,8 +575,7 @@ fn scale_applies_own_replicas_of_the_object() {
         "Apply failed with 1 conflict: conflict with \"autoscaler\" with subresource \"scale\": .spec.replicas"
     );
     // Scale applies need a field manager like any apply.
-    let missing = send(
-        &server,
+    let missing = server.send(
         "PATCH",
         &format!("{deploys}/w/scale"),
         "application/apply-patch+yaml",

@@ -114,6 +114,31 @@ impl Apiserver {
             .arg(format!("https://127.0.0.1:{}{path}", self.port));
         cmd.output().expect("run curl")
     }
+
+    /// A request with a body, as the admin; the JSON answer. The User-Agent is fixed, so the
+    /// field manager a write records is known (`curl-test`).
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &str,
+    ) -> serde_json::Value {
+        json(&self.curl(
+            &[
+                path,
+                "-X",
+                method,
+                "-H",
+                &format!("Content-Type: {content_type}"),
+                "-H",
+                "User-Agent: curl-test/1.0",
+                "--data-binary",
+                body,
+            ],
+            true,
+        ))
+    }
 }
 
 impl Drop for Apiserver {
