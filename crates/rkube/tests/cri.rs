@@ -2,8 +2,8 @@
 //! the same calls through the same client must give the same answers from both, which checks our
 //! server against the CRI contract and our client against a runtime nobody here wrote.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1 as cri;
@@ -11,57 +11,8 @@ use rkube_runtime::cri::client::CriClient;
 use rkube_testsupport::containerd::Containerd;
 use rkube_testsupport::registry::{Layout, Registry, busybox_entries};
 
-/// `rkube runtime` on a socket in a temp dir, allowed to pull from `registry` over HTTP.
-struct RkubeRuntime {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl RkubeRuntime {
-    fn start(registry: &Registry) -> RkubeRuntime {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        let host = registry.host();
-        std::fs::write(
-            data.join("registries.yaml"),
-            format!("mirrors:\n  \"{host}\":\n    endpoint: [\"http://{host}\"]\n"),
-        )
-        .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_rkube"))
-            .arg("runtime")
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--address")
-            .arg(format!("unix://{}", dir.path().join("cri.sock").display()))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("runtime.log")).unwrap())
-            .spawn()
-            .expect("start rkube runtime");
-        let runtime = RkubeRuntime { child, dir };
-        let started = Instant::now();
-        while !runtime.socket().exists() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "no CRI socket in 10 s: {}",
-                std::fs::read_to_string(runtime.dir.path().join("runtime.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        runtime
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("cri.sock")
-    }
-}
-
-impl Drop for RkubeRuntime {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::RkubeRuntime;
 
 fn spec(image: &str) -> Option<cri::ImageSpec> {
     Some(cri::ImageSpec {

@@ -231,3 +231,55 @@ pub fn assert_clean_failure(out: &Output, expected: &[&str]) {
         );
     }
 }
+
+/// `rkube runtime` on a socket in a temp dir, allowed to pull from `registry` over HTTP.
+pub struct RkubeRuntime {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl RkubeRuntime {
+    pub fn start(registry: &rkube_testsupport::registry::Registry) -> RkubeRuntime {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let host = registry.host();
+        std::fs::write(
+            data.join("registries.yaml"),
+            format!("mirrors:\n  \"{host}\":\n    endpoint: [\"http://{host}\"]\n"),
+        )
+        .unwrap();
+        let child = Command::new(rkube_bin())
+            .arg("runtime")
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--address")
+            .arg(format!("unix://{}", dir.path().join("cri.sock").display()))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("runtime.log")).unwrap())
+            .spawn()
+            .expect("start rkube runtime");
+        let runtime = RkubeRuntime { child, dir };
+        let started = Instant::now();
+        while !runtime.socket().exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no CRI socket in 10 s: {}",
+                std::fs::read_to_string(runtime.dir.path().join("runtime.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        runtime
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("cri.sock")
+    }
+}
+
+impl Drop for RkubeRuntime {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
