@@ -13,6 +13,11 @@ use rkube_testsupport::registry::{Layout, Registry, busybox_entries};
 
 mod common;
 use common::RkubeRuntime;
+use rkube_runtime::cri::streaming::client::{Collected, Session};
+use rkube_runtime::cri::streaming::protocol::{
+    ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL, TerminalSize, V4_PROTOCOL, V5_PROTOCOL,
+    exit_code_of,
+};
 
 fn spec(image: &str) -> Option<cri::ImageSpec> {
     Some(cri::ImageSpec {
@@ -211,7 +216,7 @@ async fn the_image_scenario_gives_the_same_answers_from_rkube_and_containerd() {
 /// The applets the pod scenario's image needs.
 const POD_APPLETS: &[&str] = &[
     "sh", "sleep", "readlink", "cat", "echo", "dd", "true", "touch", "test", "id", "pwd", "httpd",
-    "wget",
+    "wget", "stty", "tty",
 ];
 
 /// Pushes the pod scenario's images: `library/busybox:pods` (Env, WorkingDir, User and Cmd from
@@ -242,6 +247,41 @@ fn push_pod_images(registry: &Registry, dir: &Path) {
         }),
     );
     registry.push(&layout.finish(), "library/pause:1");
+}
+
+/// A pod sandbox config: its own network and IPC, a PID namespace per container, labelled
+/// `app=<name>`, under `cgroup_parent`.
+fn pod_config(
+    name: &str,
+    runtime: &str,
+    logs: &Path,
+    cgroup_parent: &str,
+) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}-{runtime}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: logs.display().to_string(),
+        labels: [("app".to_owned(), name.to_owned())].into(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            cgroup_parent: cgroup_parent.to_owned(),
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    network: cri::NamespaceMode::Pod as i32,
+                    pid: cri::NamespaceMode::Container as i32,
+                    ipc: cri::NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// What one runtime showed in the pod scenario: the parts both runtimes must agree on.
@@ -409,31 +449,7 @@ async fn pod_scenario(
         .unwrap_or_else(|e| panic!("{runtime}: pull: {e}"));
 
     let cgroup_parent = format!("/rkube-cri-test/{runtime}-{}", std::process::id());
-    let sandbox_config = cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata {
-            name: "scenario".into(),
-            uid: format!("uid-{runtime}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: "scenario".into(),
-        log_directory: logs.display().to_string(),
-        labels: [("app".to_owned(), "scenario".to_owned())].into(),
-        linux: Some(cri::LinuxPodSandboxConfig {
-            cgroup_parent: cgroup_parent.clone(),
-            security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    network: cri::NamespaceMode::Pod as i32,
-                    pid: cri::NamespaceMode::Container as i32,
-                    ipc: cri::NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let sandbox_config = pod_config("scenario", runtime, logs, &cgroup_parent);
     let sandbox = rt
         .run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(sandbox_config.clone()),
@@ -587,8 +603,11 @@ async fn pod_scenario(
             (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
         })
         .await;
+        // containerd stamps started_at when its start call returns, which can be after a
+        // quick container already finished; rkube stamps it when the process starts.
         assert!(
-            status.started_at > 0 && status.started_at <= status.finished_at,
+            status.started_at > 0
+                && (runtime == "containerd" || status.started_at <= status.finished_at),
             "{runtime}: {status:?}"
         );
         assert_eq!(status.metadata.as_ref().unwrap().name, name);
@@ -701,12 +720,7 @@ async fn pod_scenario(
     .await;
     let err = sandbox_status(rt, &sandbox).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{runtime}: {err:?}");
-    // The runtimes leave the parent cgroup they were given; the test made it up, so it goes.
-    for controller in [
-        "cpu", "memory", "pids", "cpuset", "blkio", "devices", "freezer", "systemd", "unified",
-    ] {
-        let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{controller}{cgroup_parent}"));
-    }
+    remove_cgroup_parent(&cgroup_parent);
 
     PodObservations {
         exits,
@@ -764,23 +778,400 @@ async fn the_pod_scenario_gives_the_same_answers_from_rkube_and_containerd() {
     );
 }
 
-/// Streaming exec is not served yet: rkube says so, it does not pretend.
+/// The runtimes leave the parent cgroup they were given; the test made it up, so it goes.
+fn remove_cgroup_parent(cgroup_parent: &str) {
+    for controller in [
+        "cpu", "memory", "pids", "cpuset", "blkio", "devices", "freezer", "systemd", "unified",
+    ] {
+        let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{controller}{cgroup_parent}"));
+    }
+}
+
+/// What one runtime's streaming server showed: the parts both runtimes must agree on.
+#[derive(Debug, PartialEq)]
+struct StreamObservations {
+    /// Exec with stdin: stdout, stderr, exit code.
+    exec_stdin: (String, String, Result<i32, String>),
+    /// `id -u` in a container whose image says `User: 1000`.
+    exec_user: (String, Result<i32, String>),
+    /// Exec with a TTY: the size `stty` saw, whether `tty` named a pts, the exit code.
+    exec_tty: (bool, bool, Result<i32, String>),
+    /// Whether exec of a missing binary ended in a failure or a non-zero exit.
+    exec_missing_fails: bool,
+    /// Whether a used stream URL could be opened again.
+    url_reusable: bool,
+    /// Port-forward to the pod's loopback: what came back over HTTP (body), and whether a
+    /// closed port reported an error on its error channel.
+    port_forward: (bool, bool),
+    /// Whether attach saw the container's running output.
+    attach: bool,
+}
+
+async fn exec_url(rt: &mut RuntimeClient, request: cri::ExecRequest) -> String {
+    rt.exec(request)
+        .await
+        .unwrap_or_else(|e| panic!("exec: {e}"))
+        .into_inner()
+        .url
+}
+
+fn sh_exec(id: &str, script: &str, stdin: bool, tty: bool) -> cri::ExecRequest {
+    cri::ExecRequest {
+        container_id: id.to_owned(),
+        cmd: vec!["sh".into(), "-c".into(), script.into()],
+        stdin,
+        stdout: true,
+        stderr: !tty,
+        tty,
+    }
+}
+
+/// Reads a session's frames until its status arrives on channel 3 (v4 servers need not close
+/// first), or it closes; bounded to a minute.
+async fn until_status(mut session: Session) -> Collected {
+    let mut collected = Collected::default();
+    let read = async {
+        while let Some(frame) = session.next().await {
+            let (channel, data) = frame.unwrap();
+            collected
+                .channels
+                .entry(channel)
+                .or_default()
+                .extend_from_slice(&data);
+            if channel == ERROR_CHANNEL {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("the stream ended within a minute");
+    collected
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The streaming half of the CRI scenario: exec with stdin and with a TTY, port-forward and
+/// attach, through the URLs the runtime hands out, with the protocol a kubelet speaks.
+async fn stream_scenario(
+    socket: &Path,
+    registry: &Registry,
+    runtime: &str,
+    logs: &Path,
+) -> StreamObservations {
+    let mut client = CriClient::connect(socket).await.unwrap();
+    let rt = &mut client.runtime;
+    let image = format!("{}/library/busybox:pods", registry.host());
+    client
+        .images
+        .pull_image(cri::PullImageRequest {
+            image: spec(&image),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{runtime}: pull: {e}"));
+    let cgroup_parent = format!("/rkube-cri-test/streams-{runtime}-{}", std::process::id());
+    let sandbox_config = pod_config("streams", runtime, logs, &cgroup_parent);
+    let sandbox = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(sandbox_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{runtime}: run sandbox: {e}"))
+        .into_inner()
+        .pod_sandbox_id;
+    let web = start_container(
+        rt,
+        &sandbox,
+        &sandbox_config,
+        sh_container(
+            "web",
+            &image,
+            "echo hello > /tmp/x; exec httpd -f -p 127.0.0.1:7777 -h /tmp",
+        ),
+        runtime,
+    )
+    .await;
+    let mut user_config = sh_container("user", &image, "exec sleep 3600");
+    user_config.linux = None;
+    let user = start_container(rt, &sandbox, &sandbox_config, user_config, runtime).await;
+    let ticker = start_container(
+        rt,
+        &sandbox,
+        &sandbox_config,
+        sh_container(
+            "ticker",
+            &image,
+            "while true; do echo tick; sleep 0.2; done",
+        ),
+        runtime,
+    )
+    .await;
+    eventually("the web server runs", async || {
+        exec_sh(rt, &web, "wget -q -O - http://127.0.0.1:7777/x", 10)
+            .await
+            .ok()
+            .filter(|out| out.exit_code == 0)
+    })
+    .await;
+    let protocols = [V5_PROTOCOL, V4_PROTOCOL];
+
+    let url = exec_url(
+        rt,
+        sh_exec(
+            &web,
+            "read line; echo \"got $line\"; echo oops >&2; exit 3",
+            true,
+            false,
+        ),
+    )
+    .await;
+    let mut session = Session::open(&url, &protocols).await.unwrap();
+    session.stdin(b"hello\n").await.unwrap();
+    let out = until_status(session).await;
+    let exec_stdin = (
+        text(out.channel(STDOUT_CHANNEL)),
+        text(out.channel(STDERR_CHANNEL)),
+        exit_code_of(out.channel(ERROR_CHANNEL)),
+    );
+    let url_reusable = Session::open(&url, &protocols).await.is_ok();
+
+    let url = exec_url(rt, sh_exec(&user, "id -u", false, false)).await;
+    let out = until_status(Session::open(&url, &protocols).await.unwrap()).await;
+    let exec_user = (
+        text(out.channel(STDOUT_CHANNEL)),
+        exit_code_of(out.channel(ERROR_CHANNEL)),
+    );
+
+    let url = exec_url(
+        rt,
+        cri::ExecRequest {
+            cmd: vec!["sh".into()],
+            ..sh_exec(&web, "", true, true)
+        },
+    )
+    .await;
+    let mut session = Session::open(&url, &protocols).await.unwrap();
+    session
+        .resize(TerminalSize {
+            width: 100,
+            height: 30,
+        })
+        .await
+        .unwrap();
+    // A resize and stdin travel apart in some servers: give the resize a head start.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    session.stdin(b"stty size; tty; exit 5\n").await.unwrap();
+    let out = until_status(session).await;
+    let screen = text(out.channel(STDOUT_CHANNEL));
+    let exec_tty = (
+        screen.contains("30 100"),
+        screen.contains("/dev/pts/"),
+        exit_code_of(out.channel(ERROR_CHANNEL)),
+    );
+
+    let url = exec_url(
+        rt,
+        cri::ExecRequest {
+            cmd: vec!["/no/such/binary".into()],
+            ..sh_exec(&web, "", false, false)
+        },
+    )
+    .await;
+    let out = until_status(Session::open(&url, &protocols).await.unwrap()).await;
+    let exec_missing_fails = exit_code_of(out.channel(ERROR_CHANNEL)) != Ok(0);
+
+    let forward = |port: i32| cri::PortForwardRequest {
+        pod_sandbox_id: sandbox.clone(),
+        port: vec![port],
+    };
+    let url = rt
+        .port_forward(forward(7777))
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut session = Session::open(&format!("{url}?port=7777"), &[V4_PROTOCOL])
+        .await
+        .unwrap();
+    session
+        .send(0, b"GET /x HTTP/1.0\r\nHost: pod\r\n\r\n")
+        .await
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), session.collect())
+        .await
+        .expect("port-forward ended within a minute")
+        .unwrap();
+    let port = 7777u16.to_le_bytes();
+    let data = out.channel(0);
+    assert!(data.starts_with(&port), "{runtime}: {data:?}");
+    let reply = text(&data[2..]);
+    let fetched = reply.starts_with("HTTP/1.") && reply.ends_with("hello\n");
+    assert!(fetched, "{runtime}: {reply}");
+    let url = rt
+        .port_forward(forward(7778))
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut session = Session::open(&format!("{url}?port=7778"), &[V4_PROTOCOL])
+        .await
+        .unwrap();
+    let closed_port_error = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(Ok((channel, data))) = session.next().await {
+            if channel == 1 && !data.is_empty() && data[..] != 7778u16.to_le_bytes() {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+
+    let url = rt
+        .attach(cri::AttachRequest {
+            container_id: ticker.clone(),
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{runtime}: attach: {e}"))
+        .into_inner()
+        .url;
+    let mut session = Session::open(&url, &protocols).await.unwrap();
+    let attach = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut seen = Vec::new();
+        while let Some(Ok((channel, data))) = session.next().await {
+            if channel == STDOUT_CHANNEL {
+                seen.extend_from_slice(&data);
+                if text(&seen).contains("tick\n") {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    drop(session);
+
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: sandbox,
+    })
+    .await
+    .unwrap();
+    remove_cgroup_parent(&cgroup_parent);
+    StreamObservations {
+        exec_stdin,
+        exec_user,
+        exec_tty,
+        exec_missing_fails,
+        url_reusable,
+        port_forward: (fetched, closed_port_error),
+        attach,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_scenario_gives_the_same_answers_from_rkube_and_containerd() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    push_pod_images(&registry, work.path());
+
+    let rkube = RkubeRuntime::start(&registry);
+    let logs = work.path().join("logs-rkube");
+    let ours = stream_scenario(&rkube.socket(), &registry, "rkube", &logs).await;
+    let expected = StreamObservations {
+        exec_stdin: ("got hello\n".into(), "oops\n".into(), Ok(3)),
+        exec_user: ("1000\n".into(), Ok(0)),
+        exec_tty: (true, true, Ok(5)),
+        exec_missing_fails: true,
+        url_reusable: false,
+        port_forward: (true, true),
+        attach: true,
+    };
+    assert_eq!(ours, expected, "rkube");
+
+    let pause = format!("{}/library/pause:1", registry.host());
+    let containerd = Containerd::start_for_pods(&[registry.host()], &pause);
+    let logs = work.path().join("logs-containerd");
+    let theirs = stream_scenario(&containerd.socket(), &registry, "containerd", &logs).await;
+    assert_eq!(
+        theirs,
+        ours,
+        "containerd and rkube differ: {}",
+        containerd.log()
+    );
+}
+
+/// What rkube cannot do yet it says so, and streams that cannot work are refused up front.
 #[tokio::test]
-async fn missing_runtime_calls_answer_unimplemented_with_a_reason() {
+async fn missing_runtime_calls_answer_unimplemented_and_bad_streams_are_refused() {
     let registry = Registry::start();
     let rkube = RkubeRuntime::start(&registry);
     let mut client = CriClient::connect(rkube.socket()).await.unwrap();
     let err = client
         .runtime
-        .exec(cri::ExecRequest {
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
             container_id: "x".into(),
-            cmd: vec!["sh".into()],
             ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("Exec"), "{err:?}");
+    assert!(
+        err.message().contains("UpdateContainerResources"),
+        "{err:?}"
+    );
+
+    let exec = |container_id: &str, stdout, tty, stderr| cri::ExecRequest {
+        container_id: container_id.into(),
+        cmd: vec!["sh".into()],
+        stdout,
+        tty,
+        stderr,
+        ..Default::default()
+    };
+    let err = client
+        .runtime
+        .exec(exec("x", true, false, false))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let err = client
+        .runtime
+        .exec(exec("x", false, false, false))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("stdin, stdout, or stderr"),
+        "{err:?}"
+    );
+    let err = client
+        .runtime
+        .exec(exec("x", true, true, true))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let err = client
+        .runtime
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: "nope".into(),
+            port: vec![80],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
 }
 
 #[test]
@@ -963,11 +1354,37 @@ fn crictl_runs_inspects_execs_logs_stops_and_removes_pods_and_containers() {
 
     let (code, stdout, _) = crictl(&["exec", &container[..12], "sh", "-c", "echo hi; exit 5"]);
     assert_eq!((code, stdout.as_str()), (Some(5), "hi\n"));
-    let (code, _, stderr) = crictl(&["exec", "-it", &container, "sh"]);
-    assert!(
-        code != Some(0) && stderr.contains("streaming server"),
-        "{stderr}"
-    );
+    let (code, stdout, _) = crictl(&["exec", "-s", &container, "sh", "-c", "echo hi; exit 6"]);
+    assert_eq!((code, stdout.as_str()), (Some(6), "hi\n"));
+    // Streaming: stdin from a pipe (so no raw mode), with and without a TTY.
+    let piped = |args: &[&str], input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rkube"))
+            .args(["crictl", "-r", &socket])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = piped(&["exec", "-i", &container, "cat"], "piped\n");
+    assert_eq!((code, stdout.as_str()), (Some(0), "piped\n"), "{stderr}");
+    let (code, stdout, stderr) = piped(&["exec", "-it", &container, "sh"], "tty; exit 7\n");
+    assert_eq!(code, Some(7), "{stdout} {stderr}");
+    assert!(stdout.contains("/dev/pts/"), "{stdout}");
 
     let started = Instant::now();
     let out = loop {

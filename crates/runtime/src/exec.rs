@@ -1,14 +1,23 @@
-//! `ExecSync`: running a command inside a running container and collecting its output.
+//! Running a command inside a running container: `ExecSync`, and the streaming `Exec` (with
+//! stdin and a TTY) that the CRI streaming server serves.
 //!
 //! libcontainer's tenant builder forks into the container's namespaces and cgroup. Forking
 //! from the runtime itself (many threads) is not safe with a raw `clone`, so the runtime
 //! starts the helper as `exec`: a single-threaded process that creates the tenant process with
-//! the helper's own stdout/stderr (pipes the runtime reads), waits for it with the deadline,
-//! kills it when the deadline passes, and writes an [`ExecOutcome`] file.
+//! the helper's own stdin/stdout/stderr (pipes the runtime holds), waits for it with the
+//! deadline, kills it when the deadline passes, and writes an [`ExecOutcome`] file.
+//!
+//! The tenant's process comes from a `process.json` the runtime writes from the container's
+//! own OCI process (user, groups, capabilities, environment, working directory), with the
+//! command replaced, so an exec runs as the container does. With a TTY, libcontainer opens a
+//! pseudo-terminal inside the container and sends its master end over a console socket the
+//! runtime listens on ([`receive_pty_master`]).
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::io::IoSliceMut;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -35,27 +44,58 @@ pub enum ExecOutcome {
     },
 }
 
-/// The helper's arguments for one exec.
-pub fn exec_args(
-    state_root: &Path,
-    id: &str,
-    timeout: Option<Duration>,
-    outcome: &Path,
-    cmd: &[String],
-) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec![
-        "exec".into(),
-        state_root.into(),
-        id.into(),
-        timeout
-            .map_or(0, |t| t.as_millis().max(1))
-            .to_string()
-            .into(),
-        outcome.into(),
-        "--".into(),
-    ];
-    args.extend(cmd.iter().map(OsString::from));
-    args
+/// What the helper is asked to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecArgs {
+    /// libcontainer's state root.
+    pub state_root: PathBuf,
+    /// The container.
+    pub id: String,
+    /// Kill the command after this long.
+    pub timeout: Option<Duration>,
+    /// Where the helper writes its [`ExecOutcome`].
+    pub outcome: PathBuf,
+    /// The OCI process (command, user, environment, terminal) to run.
+    pub process: PathBuf,
+    /// The socket to send a TTY's master end to, when the process has a terminal.
+    pub console_socket: Option<PathBuf>,
+}
+
+impl ExecArgs {
+    /// The helper's command line.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            "exec".into(),
+            self.state_root.clone().into(),
+            self.id.clone().into(),
+            self.timeout
+                .map_or(0, |t| t.as_millis().max(1))
+                .to_string()
+                .into(),
+            self.outcome.clone().into(),
+            self.process.clone().into(),
+        ];
+        if let Some(socket) = &self.console_socket {
+            args.push(socket.clone().into());
+        }
+        args
+    }
+
+    /// Parses the helper's command line (after the program name).
+    fn parse(args: &[OsString]) -> Option<ExecArgs> {
+        if args.len() < 6 || args.len() > 7 || args[0] != "exec" {
+            return None;
+        }
+        let ms: u64 = args[3].to_str()?.parse().ok()?;
+        Some(ExecArgs {
+            state_root: PathBuf::from(&args[1]),
+            id: args[2].to_str()?.to_owned(),
+            timeout: (ms > 0).then(|| Duration::from_millis(ms)),
+            outcome: PathBuf::from(&args[4]),
+            process: PathBuf::from(&args[5]),
+            console_socket: args.get(6).map(PathBuf::from),
+        })
+    }
 }
 
 /// Handles the `exec` helper subcommand; `None` for anything else.
@@ -63,65 +103,58 @@ pub fn helper_main(args: &[OsString]) -> Option<i32> {
     if args.first()?.to_str()? != "exec" {
         return None;
     }
-    let (Some(root), Some(id), Some(ms), Some(outcome), Some(sep)) = (
-        args.get(1),
-        args.get(2).and_then(|a| a.to_str()),
-        args.get(3).and_then(|a| a.to_str()?.parse::<u64>().ok()),
-        args.get(4),
-        args.get(5),
-    ) else {
-        eprintln!("usage: exec <state-root> <id> <timeout-ms> <outcome-file> -- <cmd>...");
+    let Some(exec) = ExecArgs::parse(args) else {
+        eprintln!(
+            "usage: exec <state-root> <id> <timeout-ms> <outcome-file> <process.json> [<console-socket>]"
+        );
         return Some(2);
     };
-    if sep != "--" || args.len() < 7 {
-        eprintln!("usage: exec <state-root> <id> <timeout-ms> <outcome-file> -- <cmd>...");
-        return Some(2);
-    }
-    let cmd: Vec<String> = args[6..]
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let timeout = (ms > 0).then(|| Duration::from_millis(ms));
-    let result = run(Path::new(root), id, timeout, cmd);
-    let outcome_path = PathBuf::from(outcome);
+    let result = run(&exec);
     let _ = write_atomic(
-        &outcome_path,
+        &exec.outcome,
         &serde_json::to_vec(&result).unwrap_or_default(),
     );
     Some(0)
 }
 
-fn run(root: &Path, id: &str, timeout: Option<Duration>, cmd: Vec<String>) -> ExecOutcome {
+fn run(exec: &ExecArgs) -> ExecOutcome {
     use libcontainer::container::builder::ContainerBuilder;
     use libcontainer::syscall::syscall::SyscallType;
 
     let fail = |message: String| ExecOutcome::Failed { message };
     let dup = |f: std::os::fd::BorrowedFd<'_>| f.try_clone_to_owned();
-    let (Ok(stdout), Ok(stderr), Ok(null)) = (
+    let (Ok(stdin), Ok(stdout), Ok(stderr)) = (
+        dup(std::os::fd::AsFd::as_fd(&std::io::stdin())),
         dup(std::os::fd::AsFd::as_fd(&std::io::stdout())),
         dup(std::os::fd::AsFd::as_fd(&std::io::stderr())),
-        File::open("/dev/null"),
     ) else {
         return fail("setting up stdio".to_owned());
     };
-    let builder =
-        match ContainerBuilder::new(id.to_owned(), SyscallType::Linux).with_root_path(root) {
-            Ok(b) => b,
-            Err(e) => return fail(format!("libcontainer state root {}: {e}", root.display())),
-        };
+    let builder = match ContainerBuilder::new(exec.id.clone(), SyscallType::Linux)
+        .with_root_path(&exec.state_root)
+    {
+        Ok(b) => b,
+        Err(e) => {
+            return fail(format!(
+                "libcontainer state root {}: {e}",
+                exec.state_root.display()
+            ));
+        }
+    };
     let pid = match builder
-        .with_stdin(OwnedFd::from(null))
+        .with_stdin(stdin)
         .with_stdout(stdout)
         .with_stderr(stderr)
+        .with_console_socket(exec.console_socket.as_ref())
         .as_tenant()
-        .with_container_args(cmd)
+        .with_process(Some(&exec.process))
         .with_detach(true)
         .build()
     {
         Ok(pid) => pid,
         Err(e) => return fail(format!("starting the process: {e}")),
     };
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = exec.timeout.map(|t| Instant::now() + t);
     loop {
         let flags = if deadline.is_some() {
             Some(WaitPidFlag::WNOHANG)
@@ -149,22 +182,105 @@ fn run(root: &Path, id: &str, timeout: Option<Duration>, cmd: Vec<String>) -> Ex
     }
 }
 
+/// Reads the outcome the helper wrote; `None` when it wrote none (it died first).
+pub fn read_outcome(path: &Path) -> Option<ExecOutcome> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Receives the pseudo-terminal master libcontainer sends over the console socket
+/// (`SCM_RIGHTS`). Blocks until it arrives; an error when the sender closed without one (the
+/// process failed before opening its terminal).
+pub fn receive_pty_master(stream: &UnixStream) -> std::io::Result<File> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut name = [0u8; 64];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    rustix::net::recvmsg(
+        stream,
+        &mut [IoSliceMut::new(&mut name)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = message
+            && let Some(fd) = fds.next()
+        {
+            return Ok(File::from(fd));
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "the exec'd process closed its console socket without sending a terminal",
+    ))
+}
+
+/// Sets a terminal's window size (`TIOCSWINSZ` on its master end).
+pub fn resize_terminal(master: impl AsFd, width: u16, height: u16) -> std::io::Result<()> {
+    let size = rustix::termios::Winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    rustix::termios::tcsetwinsize(master, size)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn exec_arguments_round_trip_through_the_helper_parser() {
-        let args = exec_args(
-            Path::new("/run/x"),
-            "abc",
-            Some(Duration::from_secs(2)),
-            Path::new("/tmp/o.json"),
-            &["echo".into(), "hi".into()],
-        );
+        let exec = ExecArgs {
+            state_root: "/run/x".into(),
+            id: "abc".into(),
+            timeout: Some(Duration::from_secs(2)),
+            outcome: "/tmp/o.json".into(),
+            process: "/tmp/p.json".into(),
+            console_socket: None,
+        };
+        let args = exec.to_args();
         assert_eq!(args[3], OsString::from("2000"));
-        assert_eq!(args[5], OsString::from("--"));
-        assert_eq!(helper_main(&args[..5]), Some(2), "no command: usage");
+        assert_eq!(ExecArgs::parse(&args), Some(exec.clone()));
+        let tty = ExecArgs {
+            timeout: None,
+            console_socket: Some("/tmp/c.sock".into()),
+            ..exec
+        };
+        assert_eq!(ExecArgs::parse(&tty.to_args()), Some(tty));
+        assert_eq!(helper_main(&args[..5]), Some(2), "no process file: usage");
         assert_eq!(helper_main(&["shim".into()]), None);
+    }
+
+    #[test]
+    fn a_console_socket_closed_without_a_terminal_is_an_error() {
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(b);
+        let err = receive_pty_master(&a).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_terminal_sent_over_the_socket_arrives_and_can_be_resized() {
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        let fds = [pty.master.as_fd()];
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+        rustix::net::sendmsg(
+            &b,
+            &[std::io::IoSlice::new(b"/dev/ptmx")],
+            &mut control,
+            SendFlags::empty(),
+        )
+        .unwrap();
+        let master = receive_pty_master(&a).unwrap();
+        resize_terminal(&master, 120, 40).unwrap();
+        let size = rustix::termios::tcgetwinsize(&pty.slave).unwrap();
+        assert_eq!((size.ws_col, size.ws_row), (120, 40));
     }
 }

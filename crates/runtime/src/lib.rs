@@ -22,8 +22,8 @@ pub mod shim;
 pub mod spec;
 
 pub use runtime::{
-    ContainerState, ContainerStatus, ContainerUsage, ExecResult, Runtime, RuntimeConfig,
-    RuntimeError, SandboxState, SandboxStatus,
+    ContainerState, ContainerStatus, ContainerUsage, ExecResult, PreparedExec, Runtime,
+    RuntimeConfig, RuntimeError, SandboxState, SandboxStatus,
 };
 pub use sandbox::{LoopbackOnly, NetworkHook, SandboxConfig};
 pub use spec::ContainerConfig;

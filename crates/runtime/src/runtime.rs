@@ -19,7 +19,6 @@
 //! `spawn_blocking`.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read};
 use std::net::IpAddr;
@@ -33,7 +32,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::cgroups::{CgroupDriver, CgroupError, CgroupUsage, CgroupValue, Cgroups};
-use crate::exec::{ExecOutcome, exec_args};
+use crate::exec::{ExecArgs, ExecOutcome, read_outcome};
 use crate::image::archive::{ArchiveError, ImageStore};
 use crate::image::blobs::Digest;
 use crate::rootfs::{self, LayerStore, RootfsError};
@@ -401,6 +400,59 @@ pub struct ExecResult {
     pub stderr: Vec<u8>,
     /// Exit code (128 + signal for a signal death).
     pub exit_code: i32,
+}
+
+/// An exec ready to start: the helper's command line and the files it needs, removed on drop.
+pub struct PreparedExec {
+    id: String,
+    timeout: Option<Duration>,
+    command: Command,
+    outcome: tempfile::TempPath,
+    _process: tempfile::TempPath,
+    console: Option<ConsoleSocket>,
+}
+
+/// The listening socket a TTY's master end arrives on, in its own temp directory.
+struct ConsoleSocket {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    listener: Option<std::os::unix::net::UnixListener>,
+}
+
+impl PreparedExec {
+    /// The helper to spawn; it passes its stdin, stdout and stderr to the process.
+    pub fn command(&mut self) -> &mut Command {
+        &mut self.command
+    }
+
+    /// The console socket's listener (once), for an exec with a TTY: the helper connects to
+    /// it and the process sends its terminal's master end (see [`crate::exec::receive_pty_master`]).
+    pub fn take_console(&mut self) -> Option<std::os::unix::net::UnixListener> {
+        self.console.as_mut().and_then(|c| c.listener.take())
+    }
+
+    /// The exit code, once the helper has ended with `status`; `stderr` is the helper's own
+    /// (quoted when it died without saying why).
+    pub fn finish(self, status: std::process::ExitStatus, stderr: &[u8]) -> Result<i32> {
+        match read_outcome(&self.outcome) {
+            Some(ExecOutcome::Exited { exit_code }) => Ok(exit_code),
+            Some(ExecOutcome::TimedOut) => Err(RuntimeError::ExecTimeout {
+                id: self.id,
+                timeout: self.timeout.unwrap_or_default(),
+            }),
+            Some(ExecOutcome::Failed { message }) => Err(RuntimeError::ExecFailed {
+                id: self.id,
+                message,
+            }),
+            None => Err(RuntimeError::ExecFailed {
+                id: self.id,
+                message: format!(
+                    "the exec helper ended ({status}) without an outcome: {}",
+                    String::from_utf8_lossy(stderr).trim()
+                ),
+            }),
+        }
+    }
 }
 
 /// What [`Runtime::container_usage`] returns.
@@ -1214,13 +1266,41 @@ impl Runtime {
             .map_err(RuntimeError::Cgroup)
     }
 
-    /// Runs `cmd` in a running container and returns its output, killing it after `timeout`.
+    /// Runs `cmd` in a running container, collecting its output; kills it after `timeout`.
     pub fn exec_sync(
         &self,
         id: &str,
         cmd: &[String],
         timeout: Option<Duration>,
     ) -> Result<ExecResult> {
+        let mut exec = self.prepare_exec(id, cmd, timeout, false)?;
+        let output = exec
+            .command()
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| RuntimeError::ExecSpawn {
+                id: id.to_owned(),
+                source,
+            })?;
+        let exit_code = exec.finish(output.status, &output.stderr)?;
+        Ok(ExecResult {
+            stdout: output.stdout,
+            stderr: output.stderr,
+            exit_code,
+        })
+    }
+
+    /// Prepares `cmd` to run in a running container, as the container's own user with its
+    /// environment: the caller sets the helper's stdio (the process inherits it), spawns
+    /// [`PreparedExec::command`], and hands its end to [`PreparedExec::finish`]. With `tty`
+    /// the process gets a terminal whose master end arrives on [`PreparedExec::take_console`].
+    pub fn prepare_exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: Option<Duration>,
+        tty: bool,
+    ) -> Result<PreparedExec> {
         let record = self.load_container(id)?;
         let status = self.status_of(&record);
         if status.state != ContainerState::Running {
@@ -1236,51 +1316,78 @@ impl Runtime {
                 message: "no command given".to_owned(),
             });
         }
-        let outcome_file = tempfile::Builder::new()
-            .prefix("exec-")
-            .suffix(".json")
-            .tempfile_in(self.container_dir(id))
-            .map_err(io_err(
-                "creating an exec outcome file in",
-                &self.container_dir(id),
-            ))?
-            .into_temp_path();
-        let args: Vec<OsString> =
-            exec_args(&self.config.state_dir, id, timeout, &outcome_file, cmd);
-        let output = Command::new(&self.config.helper)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| RuntimeError::ExecSpawn {
-                id: id.to_owned(),
-                source,
-            })?;
-        let outcome: Option<ExecOutcome> = fs::read(&outcome_file)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        match outcome {
-            Some(ExecOutcome::Exited { exit_code }) => Ok(ExecResult {
-                stdout: output.stdout,
-                stderr: output.stderr,
-                exit_code,
-            }),
-            Some(ExecOutcome::TimedOut) => Err(RuntimeError::ExecTimeout {
-                id: id.to_owned(),
-                timeout: timeout.unwrap_or_default(),
-            }),
-            Some(ExecOutcome::Failed { message }) => Err(RuntimeError::ExecFailed {
-                id: id.to_owned(),
-                message,
-            }),
-            None => Err(RuntimeError::ExecFailed {
-                id: id.to_owned(),
-                message: format!(
-                    "the exec helper ended ({}) without an outcome: {}",
-                    output.status,
-                    String::from_utf8_lossy(&output.stderr).trim()
-                ),
-            }),
+        let dir = self.container_dir(id);
+        let bundle = dir.join("config.json");
+        let spec = oci_spec::runtime::Spec::load(&bundle).map_err(|e| RuntimeError::Io {
+            step: "reading",
+            path: bundle.clone(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        let mut process = spec.process().clone().unwrap_or_default();
+        process.set_args(Some(cmd.to_vec()));
+        process.set_terminal(Some(tty));
+        process.set_console_size(None);
+        if tty {
+            let mut env = process.env().clone().unwrap_or_default();
+            if !env.iter().any(|e| e.starts_with("TERM=")) {
+                env.push("TERM=xterm".to_owned());
+            }
+            process.set_env(Some(env));
         }
+        let temp = |prefix: &str| {
+            tempfile::Builder::new()
+                .prefix(prefix)
+                .suffix(".json")
+                .tempfile_in(&dir)
+                .map_err(io_err("creating an exec file in", &dir))
+                .map(tempfile::NamedTempFile::into_temp_path)
+        };
+        let process_file = temp("exec-process-")?;
+        let process_json = serde_json::to_vec(&process).map_err(|e| RuntimeError::ExecFailed {
+            id: id.to_owned(),
+            message: format!("encoding the process: {e}"),
+        })?;
+        fs::write(&process_file, process_json).map_err(io_err("writing", &process_file))?;
+        let outcome = temp("exec-")?;
+        // The console socket lives in a short temp path: unix socket paths are limited to
+        // 108 bytes, and the container directory may be deep.
+        let console = if tty {
+            let socket_dir = tempfile::Builder::new()
+                .prefix("rkube-console-")
+                .tempdir()
+                .map_err(io_err(
+                    "creating a console socket directory in",
+                    &std::env::temp_dir(),
+                ))?;
+            let path = socket_dir.path().join("sock");
+            let listener = std::os::unix::net::UnixListener::bind(&path)
+                .map_err(io_err("listening on", &path))?;
+            Some(ConsoleSocket {
+                _dir: socket_dir,
+                path,
+                listener: Some(listener),
+            })
+        } else {
+            None
+        };
+        let args = ExecArgs {
+            state_root: self.config.state_dir.clone(),
+            id: id.to_owned(),
+            timeout,
+            outcome: outcome.to_path_buf(),
+            process: process_file.to_path_buf(),
+            console_socket: console.as_ref().map(|c| c.path.clone()),
+        };
+        let mut command = Command::new(&self.config.helper);
+        command.args(args.to_args());
+        Ok(PreparedExec {
+            id: id.to_owned(),
+            timeout,
+            command,
+            outcome,
+            _process: process_file,
+            console,
+        })
     }
 
     /// What a container uses now: its cgroup's counters and its writable layer. A container

@@ -1,7 +1,7 @@
 //! `rkube crictl`: a crictl-like debug client of any CRI runtime (rkube's or containerd), with
 //! crictl's flags and output: images, pods and containers, config files in crictl's JSON/YAML
-//! format. Interactive `exec -it` and `attach` need the CRI streaming server, which rkube's
-//! runtime does not serve yet: they say so.
+//! format. `exec` (unless `--sync`), `exec -it`, `attach` and `port-forward` open the
+//! runtime's streaming URL (a WebSocket speaking the `v5`/`v4.channel.k8s.io` protocol).
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -197,16 +197,16 @@ enum CrictlCommand {
     },
     /// Run a command in a running container.
     Exec {
-        /// Keep stdin open (needs the streaming server).
+        /// Keep stdin open.
         #[arg(short, long)]
         interactive: bool,
-        /// Allocate a TTY (needs the streaming server).
+        /// Allocate a TTY.
         #[arg(short, long)]
         tty: bool,
-        /// Run synchronously (ExecSync), the only mode rkube's runtime serves today.
+        /// Run synchronously (ExecSync) instead of streaming.
         #[arg(short, long)]
         sync: bool,
-        /// Seconds before the command is killed (0: none).
+        /// Seconds before the command is killed (0: none); implies --sync.
         #[arg(long, default_value_t = 0)]
         timeout: i64,
         /// Container ID.
@@ -797,33 +797,51 @@ async fn pods_and_containers(client: &mut CriClient, command: CrictlCommand) -> 
         CrictlCommand::Exec {
             interactive,
             tty,
-            sync: _,
+            sync,
             timeout,
             id,
             command,
         } => {
-            if interactive || tty {
-                anyhow::bail!(
-                    "exec -i/-t needs the runtime's streaming server, which rkube's runtime does not serve yet; run without -i/-t (ExecSync)"
-                );
-            }
             let id = container_id(client, &id).await?;
-            let out = client
+            if (sync || timeout > 0) && !(interactive || tty) {
+                let out = client
+                    .runtime
+                    .exec_sync(cri::ExecSyncRequest {
+                        container_id: id.clone(),
+                        cmd: command,
+                        timeout,
+                    })
+                    .await
+                    .with_context(|| format!("exec in container {id}"))?
+                    .into_inner();
+                use std::io::Write;
+                std::io::stdout().write_all(&out.stdout)?;
+                std::io::stderr().write_all(&out.stderr)?;
+                if out.exit_code != 0 {
+                    std::process::exit(out.exit_code);
+                }
+                return Ok(());
+            }
+            if sync || timeout > 0 {
+                anyhow::bail!("--sync and --timeout cannot be combined with -i or -t");
+            }
+            let url = client
                 .runtime
-                .exec_sync(cri::ExecSyncRequest {
+                .exec(cri::ExecRequest {
                     container_id: id.clone(),
                     cmd: command,
-                    timeout,
+                    tty,
+                    stdin: interactive,
+                    stdout: true,
+                    stderr: !tty,
                 })
                 .await
                 .with_context(|| format!("exec in container {id}"))?
-                .into_inner();
-            use std::io::Write;
-            std::io::stdout().write_all(&out.stdout)?;
-            std::io::stderr().write_all(&out.stderr)?;
-            if out.exit_code != 0 {
-                std::process::exit(out.exit_code);
-            }
+                .into_inner()
+                .url;
+            let code = stream(&url, interactive, tty).await?;
+            // Stdin is read on a thread that only process exit ends.
+            std::process::exit(code);
         }
         CrictlCommand::Stats { all, id } => stats(client, all, id).await?,
         _ => unreachable!("image commands are handled by run"),
@@ -1144,6 +1162,14 @@ fn human(bytes: u64) -> String {
         &text
     };
     format!("{text}{}", UNITS[unit])
+}
+
+/// Opens a streaming URL and connects it to this process's stdio; the remote exit code.
+async fn stream(url: &str, stdin: bool, tty: bool) -> anyhow::Result<i32> {
+    use rkube_runtime::cri::streaming::client::Session;
+    use rkube_runtime::cri::streaming::protocol::{V4_PROTOCOL, V5_PROTOCOL};
+    let session = Session::open(url, &[V5_PROTOCOL, V4_PROTOCOL]).await?;
+    Ok(session.run_with_stdio(stdin, tty).await?)
 }
 
 #[cfg(test)]

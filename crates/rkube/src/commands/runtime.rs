@@ -13,6 +13,7 @@ use clap::Args;
 use rkube_runtime::cri::image::Images;
 use rkube_runtime::cri::runtime::CriRuntime;
 use rkube_runtime::cri::server::{CriServer, socket_path};
+use rkube_runtime::cri::streaming::StreamingServer;
 use rkube_runtime::image::archive::ImageStore;
 use rkube_runtime::image::pull::{Puller, RegistriesConfig};
 use rkube_runtime::image::{images_dir, registries_file};
@@ -28,6 +29,10 @@ pub struct RuntimeArgs {
     /// Where to serve CRI.
     #[arg(long, default_value = "unix:///run/rkube/cri.sock")]
     address: String,
+
+    /// Where the streaming server (exec, attach, port-forward URLs) listens; port 0 picks one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    stream_address: std::net::SocketAddr,
 
     /// Where libcontainer keeps container state (a tmpfs: it must not outlive a reboot).
     #[arg(long, default_value = "/run/rkube/runtime", hide = true)]
@@ -54,15 +59,21 @@ pub async fn run(args: RuntimeArgs) -> anyhow::Result<()> {
         .context("opening the container runtime")?;
     let registries = RegistriesConfig::load(&registries_file(&args.data_dir))?;
     let puller = Puller::new(store, registries)?;
+    let runtime = Arc::new(runtime);
+    let streaming = StreamingServer::bind(args.stream_address).await?;
+    let streams = streaming.streams();
     let server = CriServer::bind(&path)?;
-    tracing::info!(socket = %path.display(), images = %images.display(), cgroups = ?runtime.cgroups().layout(), "serving CRI");
-    server
+    tracing::info!(socket = %path.display(), streams = streams.base_url(), images = %images.display(), cgroups = ?runtime.cgroups().layout(), "serving CRI");
+    let streaming = tokio::spawn(streaming.serve(runtime.clone()));
+    let served = server
         .serve(
             Images::new(puller),
-            CriRuntime::new(Arc::new(runtime)),
+            CriRuntime::new(runtime).with_streaming(streams),
             shutdown_signal(),
         )
-        .await?;
+        .await;
+    streaming.abort();
+    served?;
     Ok(())
 }
 

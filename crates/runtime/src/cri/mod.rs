@@ -2,10 +2,11 @@
 //! socket, so the kubelet speaks only CRI and can be pointed at containerd instead.
 //!
 //! The `ImageService` is [`image`]; the `RuntimeService` ([`runtime`]) wraps [`crate::Runtime`]
-//! for sandboxes, containers, `ExecSync` and stats. Streaming exec, attach and port-forward are
-//! not served yet and answer gRPC `Unimplemented`, saying so.
+//! for sandboxes, containers, `ExecSync` and stats; streaming exec, attach and port-forward go
+//! through the WebSocket [`streaming`] server whose URLs those calls return.
 
 pub mod client;
 pub mod image;
 pub mod runtime;
 pub mod server;
+pub mod streaming;

@@ -1,7 +1,8 @@
 //! CRI `RuntimeService` over [`crate::Runtime`]: pod sandboxes, containers, `ExecSync`, log
-//! reopening and stats. The calls still missing (streaming `Exec`/`Attach`/`PortForward`,
-//! resource updates, container events, checkpoints, metric descriptors) answer gRPC
-//! `Unimplemented` with their name, never a fake success.
+//! reopening, stats, and `Exec`/`Attach`/`PortForward` (validated here, then parked for the
+//! [`crate::cri::streaming`] server). The calls still missing (resource updates, container
+//! events, checkpoints, metric descriptors) answer gRPC `Unimplemented` with their name,
+//! never a fake success.
 //!
 //! The runtime's calls block on processes and the filesystem, so each runs on tokio's blocking
 //! pool. Requests are translated here, field by field, into the runtime's own config types;
@@ -19,6 +20,7 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use crate::cgroups::CgroupUsage;
+use crate::cri::streaming::{Streams, TooManyPending};
 use crate::runtime::{
     ContainerState, ContainerStatus, ContainerUsage, Runtime, RuntimeError, SandboxState,
     SandboxStatus,
@@ -36,6 +38,8 @@ pub struct CriRuntime {
     runtime: Arc<Runtime>,
     /// The pod CIDR the kubelet last gave in `UpdateRuntimeConfig`, reported by `Status`.
     pod_cidr: Mutex<String>,
+    /// Where `Exec`, `Attach` and `PortForward` park requests for the streaming server.
+    streams: Option<Streams>,
 }
 
 impl CriRuntime {
@@ -44,7 +48,34 @@ impl CriRuntime {
         Self {
             runtime,
             pod_cidr: Mutex::new(String::new()),
+            streams: None,
         }
+    }
+
+    /// Serves `Exec`, `Attach` and `PortForward` through `streams` (without, they answer
+    /// `Unimplemented`).
+    pub fn with_streaming(mut self, streams: Streams) -> Self {
+        self.streams = Some(streams);
+        self
+    }
+
+    fn streams(&self) -> Result<&Streams, Status> {
+        self.streams.as_ref().ok_or_else(|| {
+            Status::unimplemented("this runtime was started without a streaming server")
+        })
+    }
+
+    /// Checks that a container exists and runs, as a stream into it needs.
+    async fn running_container(&self, id: &str) -> Result<(), Status> {
+        let id = id.to_owned();
+        let status = self.call(move |rt| rt.status(&id)).await?;
+        if status.state != ContainerState::Running {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running (state {:?})",
+                status.id, status.state
+            )));
+        }
+        Ok(())
     }
 
     /// Runs a blocking runtime call on the blocking pool, mapping its error to a gRPC status.
@@ -592,6 +623,10 @@ fn sandbox_stats(
     })
 }
 
+fn too_many(err: TooManyPending) -> Status {
+    Status::resource_exhausted(err.to_string())
+}
+
 fn json_info(value: serde_json::Value) -> HashMap<String, String> {
     HashMap::from([("info".to_owned(), value.to_string())])
 }
@@ -1024,6 +1059,74 @@ impl RuntimeService for CriRuntime {
         Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
+    async fn exec(
+        &self,
+        request: Request<cri::ExecRequest>,
+    ) -> Result<Response<cri::ExecResponse>, Status> {
+        let request = request.into_inner();
+        let streams = self.streams()?;
+        if request.cmd.first().is_none_or(String::is_empty) {
+            return Err(Status::invalid_argument("exec: no command given"));
+        }
+        if !(request.stdin || request.stdout || request.stderr) {
+            return Err(Status::invalid_argument(
+                "exec: one of stdin, stdout, or stderr must be set",
+            ));
+        }
+        if request.tty && request.stderr {
+            return Err(Status::invalid_argument(
+                "exec: tty and stderr cannot both be true (a terminal has one output)",
+            ));
+        }
+        self.running_container(&request.container_id).await?;
+        let url = streams.exec(request).map_err(too_many)?;
+        Ok(Response::new(cri::ExecResponse { url }))
+    }
+
+    async fn attach(
+        &self,
+        request: Request<cri::AttachRequest>,
+    ) -> Result<Response<cri::AttachResponse>, Status> {
+        let request = request.into_inner();
+        let streams = self.streams()?;
+        if request.stdin || request.tty {
+            return Err(Status::unimplemented(
+                "attach with stdin or a TTY: rkube's containers have neither (CreateContainer refuses stdin and tty)",
+            ));
+        }
+        if !(request.stdout || request.stderr) {
+            return Err(Status::invalid_argument(
+                "attach: one of stdin, stdout, or stderr must be set",
+            ));
+        }
+        self.running_container(&request.container_id).await?;
+        let url = streams.attach(request).map_err(too_many)?;
+        Ok(Response::new(cri::AttachResponse { url }))
+    }
+
+    async fn port_forward(
+        &self,
+        request: Request<cri::PortForwardRequest>,
+    ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        let request = request.into_inner();
+        let streams = self.streams()?;
+        if let Some(bad) = request.port.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(Status::invalid_argument(format!(
+                "port-forward: port {bad} is not between 1 and 65535"
+            )));
+        }
+        let id = request.pod_sandbox_id.clone();
+        let sandbox = self.call(move |rt| rt.sandbox_status(&id)).await?;
+        if sandbox.state != SandboxState::Ready {
+            return Err(Status::failed_precondition(format!(
+                "pod sandbox {} is not ready",
+                sandbox.id
+            )));
+        }
+        let url = streams.port_forward(request).map_err(too_many)?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
+    }
+
     type GetContainerEventsStream =
         futures::stream::Empty<Result<cri::ContainerEventResponse, Status>>;
 
@@ -1036,9 +1139,6 @@ impl RuntimeService for CriRuntime {
 
     not_implemented! {
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse: "UpdateContainerResources";
-        exec(ExecRequest) -> ExecResponse: "Exec (streaming; ExecSync is served)";
-        attach(AttachRequest) -> AttachResponse: "Attach";
-        port_forward(PortForwardRequest) -> PortForwardResponse: "PortForward";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse: "CheckpointContainer";
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse: "ListMetricDescriptors";
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse: "ListPodSandboxMetrics";
