@@ -1172,6 +1172,57 @@ async fn missing_runtime_calls_answer_unimplemented_and_bad_streams_are_refused(
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+
+    // The streaming server: a URL must be opened as a WebSocket with a known token; SPDY,
+    // which upstream also speaks, is refused as not implemented.
+    let url = {
+        let log = std::fs::read_to_string(rkube.dir.path().join("runtime.log")).unwrap();
+        let at = log
+            .find("http://127.0.0.1:")
+            .expect("the log names the stream URL");
+        log[at..].split([' ', '"', '\n']).next().unwrap().to_owned()
+    };
+    let address = url.trim_start_matches("http://").to_owned();
+    let ask = async |request: String| {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        // Up to the end of the headers: the server may keep the connection open.
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&reply).contains("\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(30), tcp.read(&mut buf))
+                .await
+                .expect("a reply within 30 s")
+                .unwrap();
+            assert!(
+                n > 0,
+                "closed before a reply: {}",
+                String::from_utf8_lossy(&reply)
+            );
+            reply.extend_from_slice(&buf[..n]);
+        }
+        // The body (a one-line reason) follows in the same write or right after.
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(200), tcp.read(&mut buf)).await
+        {
+            reply.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&reply).into_owned()
+    };
+    let reply = ask("GET /exec/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into()).await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    let reply = ask(
+        "GET /exec/nope HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n"
+            .into(),
+    )
+    .await;
+    assert!(
+        reply.starts_with("HTTP/1.1 501") && reply.contains("SPDY"),
+        "{reply}"
+    );
+    let reply = ask("GET /exec/nope HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n".into()).await;
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! `rkube crictl`: a crictl-like debug client of any CRI runtime (rkube's or containerd), with
 //! crictl's flags and output: images, pods and containers, config files in crictl's JSON/YAML
-//! format. `exec` (unless `--sync`), `exec -it`, `attach` and `port-forward` open the
-//! runtime's streaming URL (a WebSocket speaking the `v5`/`v4.channel.k8s.io` protocol).
+//! format. `exec` (unless `--sync` or `--timeout`) opens the runtime's streaming URL (a
+//! WebSocket speaking the `v5`/`v4.channel.k8s.io` protocol), with stdin (`-i`) and a TTY (`-t`).
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
