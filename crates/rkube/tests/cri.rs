@@ -805,6 +805,9 @@ struct StreamObservations {
     port_forward: (bool, bool),
     /// Whether attach saw the container's running output.
     attach: bool,
+    /// A running container's CFS quota and memory limit (from its cgroup, read on the host)
+    /// before and after UpdateContainerResources.
+    update: [(String, String); 2],
 }
 
 async fn exec_url(rt: &mut RuntimeClient, request: cri::ExecRequest) -> String {
@@ -1059,6 +1062,51 @@ async fn stream_scenario(
     .unwrap_or(false);
     drop(session);
 
+    // In-place resize: the container's own cgroup (found through an exec, which joins it).
+    let cgroups = exec_sh(rt, &user, "cat /proc/self/cgroup", 10)
+        .await
+        .unwrap();
+    let cgroups = text(&cgroups.stdout);
+    let cgroup_of = |controller: &str| {
+        cgroups
+            .lines()
+            .find_map(|l| {
+                let mut parts = l.splitn(3, ':');
+                let (_, names, path) = (parts.next()?, parts.next()?, parts.next()?);
+                names
+                    .split(',')
+                    .any(|n| n == controller)
+                    .then(|| format!("/sys/fs/cgroup/{controller}{path}"))
+            })
+            .unwrap_or_else(|| panic!("{runtime}: no {controller} cgroup in {cgroups}"))
+    };
+    let limits = || {
+        let read = |file: String| {
+            std::fs::read_to_string(&file)
+                .unwrap_or_else(|e| panic!("{file}: {e}"))
+                .trim()
+                .to_owned()
+        };
+        (
+            read(format!("{}/cpu.cfs_quota_us", cgroup_of("cpu"))),
+            read(format!("{}/memory.limit_in_bytes", cgroup_of("memory"))),
+        )
+    };
+    let before = limits();
+    rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: user.clone(),
+        linux: Some(cri::LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 30_000,
+            memory_limit_in_bytes: 96 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{runtime}: update: {e}"));
+    let update = [before, limits()];
+
     rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: sandbox.clone(),
     })
@@ -1071,6 +1119,7 @@ async fn stream_scenario(
     .unwrap();
     remove_cgroup_parent(&cgroup_parent);
     StreamObservations {
+        update,
         exec_stdin,
         exec_user,
         exec_tty,
@@ -1098,6 +1147,10 @@ async fn the_stream_scenario_gives_the_same_answers_from_rkube_and_containerd() 
         url_reusable: false,
         port_forward: (true, true),
         attach: true,
+        update: [
+            ("-1".into(), "9223372036854771712".into()),
+            ("30000".into(), (96u64 << 20).to_string()),
+        ],
     };
     assert_eq!(ours, expected, "rkube");
 

@@ -16,6 +16,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::spec::Resources;
+
 /// Where cgroup filesystems are mounted on every distribution this runtime supports.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -162,6 +164,15 @@ pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
     fn read(&self, path: &str, value: CgroupValue) -> Result<Option<i64>, CgroupError>;
     /// CPU and memory used by the cgroup's processes, for CRI stats.
     fn usage(&self, path: &str) -> Result<CgroupUsage, CgroupError>;
+    /// Changes the CPU and memory limits of a live cgroup: each value that is set (non-zero;
+    /// a quota of -1 lifts the CPU limit) replaces the current one, the rest stay.
+    fn update(&self, path: &str, resources: &Resources) -> Result<(), CgroupError>;
+}
+
+/// cgroup v2's `cpu.weight` for v1's `cpu.shares` (2..262144 onto 1..10000), as runc maps it.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
 }
 
 /// What a cgroup's processes use (the counters CRI's `ContainerStats` reports).
@@ -389,6 +400,32 @@ impl CgroupDriver for V1 {
         Ok((0..i64::MAX / 2).contains(&v).then_some(v))
     }
 
+    fn update(&self, path: &str, r: &Resources) -> Result<(), CgroupError> {
+        if let Some(cpu) = self.dir("cpu", path)? {
+            if r.cpu_period > 0 {
+                write_file(&cpu.join("cpu.cfs_period_us"), &r.cpu_period.to_string())?;
+            }
+            if r.cpu_quota != 0 {
+                write_file(
+                    &cpu.join("cpu.cfs_quota_us"),
+                    &r.cpu_quota.max(-1).to_string(),
+                )?;
+            }
+            if r.cpu_shares > 0 {
+                write_file(&cpu.join("cpu.shares"), &r.cpu_shares.to_string())?;
+            }
+        }
+        if r.memory_limit_bytes > 0
+            && let Some(memory) = self.dir("memory", path)?
+        {
+            write_file(
+                &memory.join("memory.limit_in_bytes"),
+                &r.memory_limit_bytes.to_string(),
+            )?;
+        }
+        Ok(())
+    }
+
     fn usage(&self, path: &str) -> Result<CgroupUsage, CgroupError> {
         let read = |controller: &str, file: &str| -> Result<String, CgroupError> {
             match self.dir(controller, path)? {
@@ -469,6 +506,39 @@ impl CgroupDriver for V2 {
             CgroupValue::MemoryLimit => read_file(&dir.join("memory.max"))?,
         };
         Ok(text.trim().parse().ok())
+    }
+
+    fn update(&self, path: &str, r: &Resources) -> Result<(), CgroupError> {
+        let dir = self.root.join(relative(path)?);
+        if r.cpu_quota != 0 || r.cpu_period > 0 {
+            let current = read_file(&dir.join("cpu.max"))?;
+            let mut parts = current.split_whitespace();
+            let (quota, period) = (
+                parts.next().unwrap_or("max").to_owned(),
+                parts.next().unwrap_or("100000").to_owned(),
+            );
+            let quota = match r.cpu_quota {
+                0 => quota,
+                q if q < 0 => "max".to_owned(),
+                q => q.to_string(),
+            };
+            let period = if r.cpu_period > 0 {
+                r.cpu_period.to_string()
+            } else {
+                period
+            };
+            write_file(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
+        }
+        if r.cpu_shares > 0 {
+            write_file(
+                &dir.join("cpu.weight"),
+                &shares_to_weight(r.cpu_shares).to_string(),
+            )?;
+        }
+        if r.memory_limit_bytes > 0 {
+            write_file(&dir.join("memory.max"), &r.memory_limit_bytes.to_string())?;
+        }
+        Ok(())
     }
 
     fn usage(&self, path: &str) -> Result<CgroupUsage, CgroupError> {
@@ -562,6 +632,68 @@ mod tests {
             (1024, 3, 0)
         );
         assert_eq!(CgroupUsage::from_v1("", "", ""), CgroupUsage::default());
+    }
+
+    #[test]
+    fn updates_change_only_the_values_given() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cpu, memory) = (
+            tmp.path().join("cpu/pod/c"),
+            tmp.path().join("memory/pod/c"),
+        );
+        fs::create_dir_all(&cpu).unwrap();
+        fs::create_dir_all(&memory).unwrap();
+        for (dir, file, value) in [
+            (&cpu, "cpu.cfs_period_us", "100000"),
+            (&cpu, "cpu.cfs_quota_us", "-1"),
+            (&cpu, "cpu.shares", "1024"),
+            (&memory, "memory.limit_in_bytes", "9223372036854771712"),
+        ] {
+            fs::write(dir.join(file), value).unwrap();
+        }
+        let v1 = V1 {
+            layout: CgroupLayout::Legacy,
+            controllers: [
+                ("cpu".to_owned(), tmp.path().join("cpu")),
+                ("memory".to_owned(), tmp.path().join("memory")),
+            ]
+            .into(),
+        };
+        let half_a_cpu = Resources {
+            cpu_quota: 50_000,
+            memory_limit_bytes: 64 << 20,
+            ..Resources::default()
+        };
+        v1.update("/pod/c", &half_a_cpu).unwrap();
+        let read = |dir: &Path, file| fs::read_to_string(dir.join(file)).unwrap();
+        assert_eq!(read(&cpu, "cpu.cfs_quota_us"), "50000");
+        assert_eq!(read(&cpu, "cpu.cfs_period_us"), "100000", "unset: kept");
+        assert_eq!(read(&cpu, "cpu.shares"), "1024");
+        assert_eq!(
+            read(&memory, "memory.limit_in_bytes"),
+            (64 << 20).to_string()
+        );
+
+        let pod = tmp.path().join("v2/pod/c");
+        fs::create_dir_all(&pod).unwrap();
+        fs::write(pod.join("cpu.max"), "max 100000\n").unwrap();
+        let v2 = V2 {
+            root: tmp.path().join("v2"),
+        };
+        v2.update("/pod/c", &half_a_cpu).unwrap();
+        assert_eq!(read(&pod, "cpu.max"), "50000 100000");
+        assert_eq!(read(&pod, "memory.max"), (64 << 20).to_string());
+        let unlimited = Resources {
+            cpu_quota: -1,
+            cpu_period: 50_000,
+            cpu_shares: 2,
+            ..Resources::default()
+        };
+        v2.update("/pod/c", &unlimited).unwrap();
+        assert_eq!(read(&pod, "cpu.max"), "max 50000");
+        assert_eq!(read(&pod, "cpu.weight"), "1");
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
     }
 
     const MOUNTINFO: &str = "\

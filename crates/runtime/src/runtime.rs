@@ -42,7 +42,7 @@ use crate::sandbox::{
 };
 use crate::shim::{ExitRecord, ShimConfig, ShimReport, now_ns, read_exit, write_atomic};
 use crate::spec::{
-    ContainerConfig, SandboxContext, SpecError, SpecInputs, build_spec, resolve_args,
+    ContainerConfig, Resources, SandboxContext, SpecError, SpecInputs, build_spec, resolve_args,
 };
 
 /// Serializes the libcontainer calls that change the process-wide working directory.
@@ -1264,6 +1264,42 @@ impl Runtime {
         self.cgroups
             .read(&record.cgroup, CgroupValue::CpuQuota)
             .map_err(RuntimeError::Cgroup)
+    }
+
+    /// Changes a created or running container's CPU and memory limits in place (the kubelet's
+    /// in-place resize): each value set in `resources` replaces the current one in the cgroup
+    /// and in the container's record (which `status` reports); unset (zero) values stay.
+    pub fn update_resources(&self, id: &str, resources: &Resources) -> Result<()> {
+        let mut record = self.load_container(id)?;
+        let status = self.status_of(&record);
+        if !matches!(
+            status.state,
+            ContainerState::Created | ContainerState::Running
+        ) {
+            return Err(RuntimeError::WrongState {
+                id: id.to_owned(),
+                state: status.state,
+                action: "update the resources of",
+            });
+        }
+        self.cgroups
+            .update(&record.cgroup, resources)
+            .map_err(RuntimeError::Cgroup)?;
+        let current = &mut record.config.resources;
+        if resources.cpu_period > 0 {
+            current.cpu_period = resources.cpu_period;
+        }
+        if resources.cpu_quota != 0 {
+            current.cpu_quota = resources.cpu_quota.max(-1);
+        }
+        if resources.cpu_shares > 0 {
+            current.cpu_shares = resources.cpu_shares;
+        }
+        if resources.memory_limit_bytes > 0 {
+            current.memory_limit_bytes = resources.memory_limit_bytes;
+        }
+        let _guard = self.guard();
+        write_json(&self.container_dir(id).join("container.json"), &record)
     }
 
     /// Runs `cmd` in a running container, collecting its output; kills it after `timeout`.

@@ -1059,6 +1059,29 @@ impl RuntimeService for CriRuntime {
         Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
+    async fn update_container_resources(
+        &self,
+        request: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        let request = request.into_inner();
+        if request.windows.is_some() {
+            return Err(Status::invalid_argument(
+                "windows resources given to a Linux runtime",
+            ));
+        }
+        let linux = request.linux.unwrap_or_default();
+        if !linux.unified.is_empty() {
+            return Err(Status::unimplemented(
+                "unified (cgroup v2 key/value) resources are not implemented by rkube's runtime yet",
+            ));
+        }
+        let wanted = resources(&linux)?;
+        let id = request.container_id;
+        self.call(move |rt| rt.update_resources(&id, &wanted))
+            .await?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
+    }
+
     async fn exec(
         &self,
         request: Request<cri::ExecRequest>,
@@ -1138,7 +1161,6 @@ impl RuntimeService for CriRuntime {
     }
 
     not_implemented! {
-        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse: "UpdateContainerResources";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse: "CheckpointContainer";
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse: "ListMetricDescriptors";
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse: "ListPodSandboxMetrics";
