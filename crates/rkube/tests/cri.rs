@@ -12,7 +12,7 @@ use rkube_testsupport::containerd::Containerd;
 use rkube_testsupport::registry::{Layout, Registry, busybox_entries};
 
 mod common;
-use common::RkubeRuntime;
+use common::{RkubeRuntime, eventually};
 
 fn spec(image: &str) -> Option<cri::ImageSpec> {
     Some(cri::ImageSpec {
@@ -372,21 +372,6 @@ async fn count_containers(rt: &mut RuntimeClient, filter: cri::ContainerFilter) 
     .into_inner()
     .containers
     .len()
-}
-
-/// Polls `check` every 50 ms for up to 60 s.
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The pod half of the CRI scenario: a sandbox, containers in it, exec, logs, stop, remove.
