@@ -771,9 +771,14 @@ async fn importing_a_bad_archive_fails_clearly_and_leaves_the_store_as_it_was() 
 
     let rkube = RkubeRuntime::start(&registry);
     let mut client = CriClient::connect(rkube.socket()).await.unwrap();
-    for (archive, expected) in [(&truncated, "truncated.tar"), (&tampered, "digest")] {
+    for (archive, expected) in [
+        (&truncated, "it is truncated"),
+        (&tampered, "digest mismatch"),
+    ] {
         let out = import(&rkube, archive);
-        assert_clean_failure(&out, &["tar", expected]);
+        assert_clean_failure(&out, &[archive.to_str().unwrap(), expected]);
+        let err = common::stderr(&out);
+        assert_eq!(err.matches(expected).count(), 1, "said once: {err}");
         assert!(
             !listed(&mut client, name).await,
             "{expected}: a half image is listed"
