@@ -6,7 +6,6 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use k8s_cri::v1 as cri;
 use rkube_runtime::cri::client::CriClient;
@@ -251,16 +250,12 @@ fn crictl(rkube: &RkubeRuntime, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Waits up to 30 s for process `pid` to end.
-fn wait_gone(pid: u32) {
-    let started = Instant::now();
-    while alive(pid) {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "process {pid} still runs after 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Waits for process `pid` to end.
+async fn wait_gone(pid: u32) {
+    eventually(&format!("process {pid} ends"), async || {
+        (!alive(pid)).then_some(())
+    })
+    .await;
 }
 
 /// Stops the runtime with `signal` while a container runs and another is about to exit, and
@@ -303,7 +298,7 @@ async fn containers_survive_a_restart(signal: &str) {
     );
     // The waiter exits while no runtime runs: only its shim sees it.
     std::fs::write(flags.join("go"), "").unwrap();
-    wait_gone(waiter_pid);
+    wait_gone(waiter_pid).await;
     rkube.restart();
     let mut client = CriClient::connect(rkube.socket()).await.unwrap();
     pod.client = client.clone();
@@ -364,7 +359,7 @@ async fn containers_survive_a_restart(signal: &str) {
         (stopped.state, stopped.exit_code),
         (cri::ContainerState::ContainerExited as i32, 42)
     );
-    wait_gone(polite_pid);
+    wait_gone(polite_pid).await;
     pod.remove().await;
 }
 
@@ -425,6 +420,18 @@ async fn a_hundred_create_start_remove_cycles_leak_nothing() {
             0 < status.started_at && status.started_at <= status.finished_at,
             "cycle {i}: started after it finished: {status:?}"
         );
+        if i == 0 {
+            // What the checks below look for is there while the container is.
+            let cgroup = format!("{}/{}/{id}", rkube.cgroup_root, pod.id);
+            assert!(
+                !common::cgroup_dirs(&cgroup).is_empty(),
+                "no cgroup {cgroup}"
+            );
+            assert!(
+                !common::mounts_under(&rkube.data_dir()).is_empty(),
+                "no root mount"
+            );
+        }
         pod.client
             .runtime
             .remove_container(cri::RemoveContainerRequest {

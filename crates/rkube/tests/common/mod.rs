@@ -360,11 +360,23 @@ impl Drop for RkubeRuntime {
 }
 
 /// Kills what a runtime under `dir` left running (processes in the cgroups under
-/// `cgroup_root`, shims naming `dir`), then removes the mounts under `dir` and those cgroups,
-/// so a failed test leaves nothing behind.
+/// `cgroup_root` and in its sandboxes' cgroups, shims naming `dir`), then removes the mounts
+/// under `dir` and those cgroups, so a failed test leaves nothing behind.
 pub fn clean_up(dir: &Path, cgroup_root: &str) {
+    // Pods given a cgroup parent of their own have their cgroup outside the root.
+    let mut cgroups = vec![cgroup_root.to_owned()];
+    let sandboxes = std::fs::read_dir(dir.join("data/agent/sandboxes"));
+    for sandbox in sandboxes.into_iter().flatten().flatten() {
+        let record = std::fs::read(sandbox.path().join("sandbox.json")).unwrap_or_default();
+        if let Ok(record) = serde_json::from_slice::<serde_json::Value>(&record)
+            && let Some(cgroup) = record["cgroup"].as_str()
+        {
+            cgroups.push(cgroup.to_owned());
+        }
+    }
+    let cgroup_dirs = || cgroups.iter().flat_map(|c| cgroup_dirs(c));
     let mut pids = processes_naming(dir);
-    for cgroup in cgroup_dirs(cgroup_root) {
+    for cgroup in cgroup_dirs() {
         let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
         pids.extend(procs.lines().filter_map(|l| l.parse::<u32>().ok()));
     }
@@ -382,7 +394,7 @@ pub fn clean_up(dir: &Path, cgroup_root: &str) {
     for mount in mounts_under(dir).iter().rev() {
         let _ = Command::new("umount").arg("-l").arg(mount).status();
     }
-    for cgroup in cgroup_dirs(cgroup_root) {
+    for cgroup in cgroup_dirs() {
         let _ = std::fs::remove_dir(cgroup);
     }
 }
