@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use k8s_cri::v1 as cri;
 use rkube_runtime::cri::client::CriClient;
@@ -38,6 +39,25 @@ fn push_busybox(registry: &Registry, dir: &Path) -> String {
     );
     registry.push(&layout.finish(), "library/busybox:bare");
     format!("{}/library/busybox:bare", registry.host())
+}
+
+/// How long any call to the runtime may take before the test fails rather than hangs.
+const CALL_LIMIT: Duration = Duration::from_secs(120);
+
+async fn connect(rkube: &RkubeRuntime) -> CriClient {
+    CriClient::connect_with_timeout(rkube.socket(), CALL_LIMIT)
+        .await
+        .unwrap()
+}
+
+/// `rkube` with `args`, killed after [`CALL_LIMIT`].
+fn rkube_command(args: &[&str]) -> Command {
+    let mut command = Command::new("timeout");
+    command
+        .arg(CALL_LIMIT.as_secs().to_string())
+        .arg(common::rkube_bin())
+        .args(args);
+    command
 }
 
 async fn pull(client: &mut CriClient, image: &str) -> Result<String, tonic::Status> {
@@ -87,7 +107,7 @@ struct Pod {
 
 impl Pod {
     async fn run(rkube: &RkubeRuntime, image: &str) -> Pod {
-        let mut client = CriClient::connect(rkube.socket()).await.unwrap();
+        let mut client = connect(rkube).await;
         pull(&mut client, image).await.expect("pull");
         let config = cri::PodSandboxConfig {
             metadata: Some(cri::PodSandboxMetadata {
@@ -235,10 +255,8 @@ impl Pod {
 
 /// `rkube crictl` against `rkube`'s socket; its stdout, asserting success.
 fn crictl(rkube: &RkubeRuntime, args: &[&str]) -> String {
-    let out = Command::new(common::rkube_bin())
-        .arg("crictl")
-        .arg("-r")
-        .arg(format!("unix://{}", rkube.socket().display()))
+    let socket = format!("unix://{}", rkube.socket().display());
+    let out = rkube_command(&["crictl", "-r", &socket])
         .args(args)
         .output()
         .unwrap();
@@ -300,7 +318,7 @@ async fn containers_survive_a_restart(signal: &str) {
     std::fs::write(flags.join("go"), "").unwrap();
     wait_gone(waiter_pid).await;
     rkube.restart();
-    let mut client = CriClient::connect(rkube.socket()).await.unwrap();
+    let mut client = connect(&rkube).await;
     pod.client = client.clone();
 
     let exited = pod.wait_exit(&waiter).await;
@@ -516,7 +534,7 @@ async fn failed_pulls_say_why_and_leave_no_half_image() {
     let registry = Registry::start();
     let work = tempfile::tempdir().unwrap();
     let rkube = RkubeRuntime::start(&registry);
-    let mut client = CriClient::connect(rkube.socket()).await.unwrap();
+    let mut client = connect(&rkube).await;
     let host = registry.host();
 
     // Missing: NotFound, naming the image and where it looked (the kubelet's ErrImagePull).
@@ -690,7 +708,7 @@ async fn a_pull_onto_a_full_disk_says_so_and_leaves_no_half_image() {
     assert!(mounted.success(), "mount a tmpfs on {}", images.display());
     let _tmpfs = Mounted(images.clone());
     let rkube = RkubeRuntime::start_in(dir, &registry);
-    let mut client = CriClient::connect(rkube.socket()).await.unwrap();
+    let mut client = connect(&rkube).await;
 
     let err = pull(&mut client, &big).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
@@ -727,8 +745,7 @@ async fn a_pull_onto_a_full_disk_says_so_and_leaves_no_half_image() {
 
 /// `rkube images import` against the data dir of a running `rkube runtime`.
 fn import(rkube: &RkubeRuntime, archive: &Path) -> std::process::Output {
-    Command::new(common::rkube_bin())
-        .args(["images", "import"])
+    rkube_command(&["images", "import"])
         .arg(archive)
         .arg("--data-dir")
         .arg(rkube.data_dir())
@@ -777,7 +794,7 @@ async fn importing_a_bad_archive_fails_clearly_and_leaves_the_store_as_it_was() 
     std::fs::write(&tampered, &changed).unwrap();
 
     let rkube = RkubeRuntime::start(&registry);
-    let mut client = CriClient::connect(rkube.socket()).await.unwrap();
+    let mut client = connect(&rkube).await;
     for (archive, expected) in [
         (&truncated, "it is truncated"),
         (&tampered, "digest mismatch"),
