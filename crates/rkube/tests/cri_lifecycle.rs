@@ -563,15 +563,15 @@ async fn failed_pulls_say_why_and_leave_no_half_image() {
     let mut garbled = original.clone();
     let middle = garbled.len() / 2;
     garbled[middle] ^= 0xff;
-    for (what, content, expected) in [
-        ("garbled", &garbled[..], "digest"),
-        // The registry serves what is left with its length: a digest mismatch again.
-        ("truncated", &original[..middle], "digest"),
+    // Cut short, the registry serves what is left with its length: a digest mismatch again.
+    for (what, content) in [
+        ("garbled", &garbled[..]),
+        ("truncated", &original[..middle]),
     ] {
         std::fs::write(&blob, content).unwrap();
         let err = pull(&mut client, &victim).await.unwrap_err();
         assert_eq!(err.code(), Code::DataLoss, "{what}: {err:?}");
-        for part in [expected, &layer, "victim"] {
+        for part in ["digest mismatch", &layer, "victim"] {
             assert!(
                 err.message().contains(part),
                 "{what}: {part:?} not in {err:?}"
