@@ -573,9 +573,14 @@ async fn pod_scenario(
         })
         .await;
         assert!(
-            status.started_at > 0 && status.started_at <= status.finished_at,
+            status.started_at > 0 && status.finished_at > 0,
             "{runtime}: {status:?}"
         );
+        // containerd takes the start time after runc's start returns, so a container that ends
+        // at once may finish microseconds "before" it started; rkube takes it before the start.
+        if runtime == "rkube" {
+            assert!(status.started_at <= status.finished_at, "{status:?}");
+        }
         assert_eq!(status.metadata.as_ref().unwrap().name, name);
         assert_eq!(status.image.as_ref().unwrap().image, image, "{runtime}");
         assert!(
