@@ -362,7 +362,7 @@ impl Drop for RkubeRuntime {
 /// Kills what a runtime under `dir` left running (processes in the cgroups under
 /// `cgroup_root` and in its sandboxes' cgroups, shims naming `dir`), then removes the mounts
 /// under `dir` and those cgroups, so a failed test leaves nothing behind.
-pub fn clean_up(dir: &Path, cgroup_root: &str) {
+fn clean_up(dir: &Path, cgroup_root: &str) {
     // Pods given a cgroup parent of their own have their cgroup outside the root.
     let mut cgroups = vec![cgroup_root.to_owned()];
     let sandboxes = std::fs::read_dir(dir.join("data/agent/sandboxes"));
@@ -436,7 +436,7 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The mount points of every cgroup hierarchy: each v1 controller's, named ones, and v2's.
-pub fn cgroup_hierarchies() -> Vec<PathBuf> {
+fn cgroup_hierarchies() -> Vec<PathBuf> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
