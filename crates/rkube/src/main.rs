@@ -81,8 +81,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One line a person can act on: the error and its causes, outermost first.
-            eprintln!("error: {err:#}");
+            // One line a person can act on: the error and its causes, outermost first, each
+            // cause once (many messages already quote their cause).
+            eprintln!("error: {}", rkube_runtime::error_chain(err.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -1042,6 +1042,9 @@ impl Runtime {
             });
         }
         let mut container = self.libcontainer(id, "start")?;
+        // Taken before the start: a short container can exit (and its shim record the finish
+        // time) before `start` returns, and a start time after the finish confuses the kubelet.
+        let started_at = now_ns();
         let started = {
             let _cwd = CHDIR.lock().unwrap_or_else(|e| e.into_inner());
             container.start()
@@ -1051,7 +1054,7 @@ impl Runtime {
             id: id.to_owned(),
             message: e.to_string(),
         })?;
-        record.started_at_ns = Some(now_ns());
+        record.started_at_ns = Some(started_at);
         let _guard = self.guard();
         write_json(&self.container_dir(id).join("container.json"), &record)
     }

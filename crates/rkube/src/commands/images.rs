@@ -119,7 +119,7 @@ pub async fn run(args: ImagesArgs) -> anyhow::Result<()> {
             let pulled = puller
                 .pull(&image, None)
                 .await
-                .map_err(|err| anyhow::anyhow!("{}", error_chain(&*err)))?;
+                .map_err(|err| anyhow::anyhow!("{}", rkube_runtime::error_chain(&*err)))?;
             println!("pulled {} ({})", pulled.name, pulled.manifest);
         }
         ImagesCommand::Rm { images } => {
@@ -168,15 +168,4 @@ fn human(bytes: u64) -> String {
     } else {
         format!("{value:.1}{}", UNITS[unit])
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }

@@ -232,15 +232,27 @@ pub fn assert_clean_failure(out: &Output, expected: &[&str]) {
     }
 }
 
-/// `rkube runtime` on a socket in a temp dir, allowed to pull from `registry` over HTTP.
+/// `rkube runtime` on a socket in a temp dir, allowed to pull from `registry` over HTTP, with
+/// its own libcontainer state dir and cgroup root, so runtimes of parallel tests share neither.
+/// Dropping it kills it and sweeps up whatever it left (see [`clean_up`]).
 pub struct RkubeRuntime {
     pub child: Child,
     pub dir: tempfile::TempDir,
+    /// `--cgroup-root`: where pods without a cgroup parent get their cgroups.
+    pub cgroup_root: String,
 }
 
 impl RkubeRuntime {
     pub fn start(registry: &rkube_testsupport::registry::Registry) -> RkubeRuntime {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), registry)
+    }
+
+    /// [`RkubeRuntime::start`] in a directory the caller prepared (e.g. with a small tmpfs
+    /// mounted under `data/`).
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        registry: &rkube_testsupport::registry::Registry,
+    ) -> RkubeRuntime {
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
         let host = registry.host();
@@ -249,31 +261,93 @@ impl RkubeRuntime {
             format!("mirrors:\n  \"{host}\":\n    endpoint: [\"http://{host}\"]\n"),
         )
         .unwrap();
-        let child = Command::new(rkube_bin())
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cgroup_root = format!("/rkube-e2e-{}-{n}", std::process::id());
+        let child = Self::spawn(dir.path(), &cgroup_root);
+        let runtime = RkubeRuntime {
+            child,
+            dir,
+            cgroup_root,
+        };
+        runtime.wait_ready();
+        runtime
+    }
+
+    fn spawn(dir: &Path, cgroup_root: &str) -> Child {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("runtime.log"))
+            .unwrap();
+        Command::new(rkube_bin())
             .arg("runtime")
             .arg("--data-dir")
-            .arg(&data)
+            .arg(dir.join("data"))
             .arg("--address")
-            .arg(format!("unix://{}", dir.path().join("cri.sock").display()))
+            .arg(format!("unix://{}", dir.join("cri.sock").display()))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--cgroup-root")
+            .arg(cgroup_root)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("runtime.log")).unwrap())
+            .stderr(log)
             .spawn()
-            .expect("start rkube runtime");
-        let runtime = RkubeRuntime { child, dir };
+            .expect("start rkube runtime")
+    }
+
+    /// Waits until the socket accepts connections: a killed runtime leaves its socket file.
+    fn wait_ready(&self) {
         let started = Instant::now();
-        while !runtime.socket().exists() {
+        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "no CRI socket in 10 s: {}",
-                std::fs::read_to_string(runtime.dir.path().join("runtime.log")).unwrap_or_default()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        runtime
+    }
+
+    /// Sends the runtime `signal` (`KILL`, `TERM`) and waits up to 30 s for it to exit.
+    pub fn stop(&mut self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+        let started = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "rkube runtime still runs 30 s after SIG{signal}: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a new runtime process on the same directories, socket and cgroup root.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(self.dir.path(), &self.cgroup_root);
+        self.wait_ready();
     }
 
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("cri.sock")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("runtime.log")).unwrap_or_default()
     }
 }
 
@@ -281,5 +355,131 @@ impl Drop for RkubeRuntime {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        clean_up(self.dir.path(), &self.cgroup_root);
+    }
+}
+
+/// Kills what a runtime under `dir` left running (processes in the cgroups under
+/// `cgroup_root` and in its sandboxes' cgroups, shims naming `dir`), then removes the mounts
+/// under `dir` and those cgroups, so a failed test leaves nothing behind.
+fn clean_up(dir: &Path, cgroup_root: &str) {
+    // Pods given a cgroup parent of their own have their cgroup outside the root.
+    let mut cgroups = vec![cgroup_root.to_owned()];
+    let sandboxes = std::fs::read_dir(dir.join("data/agent/sandboxes"));
+    for sandbox in sandboxes.into_iter().flatten().flatten() {
+        let record = std::fs::read(sandbox.path().join("sandbox.json")).unwrap_or_default();
+        if let Ok(record) = serde_json::from_slice::<serde_json::Value>(&record)
+            && let Some(cgroup) = record["cgroup"].as_str()
+        {
+            cgroups.push(cgroup.to_owned());
+        }
+    }
+    let cgroup_dirs = || cgroups.iter().flat_map(|c| cgroup_dirs(c));
+    let mut pids = processes_naming(dir);
+    for cgroup in cgroup_dirs() {
+        let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
+        pids.extend(procs.lines().filter_map(|l| l.parse::<u32>().ok()));
+    }
+    if !pids.is_empty() {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .args(pids.iter().map(u32::to_string))
+            .stderr(Stdio::null())
+            .status();
+        let started = Instant::now();
+        while pids.iter().any(|&p| alive(p)) && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    for mount in mounts_under(dir).iter().rev() {
+        let _ = Command::new("umount").arg("-l").arg(mount).status();
+    }
+    for cgroup in cgroup_dirs() {
+        let _ = std::fs::remove_dir(cgroup);
+    }
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat[stat.rfind(')')? + 2..].chars().next()?;
+            Some(state != 'Z')
+        })
+        .unwrap_or(false)
+}
+
+/// Live processes (not this one) whose command line names `path` or something under it.
+pub fn processes_naming(path: &Path) -> Vec<u32> {
+    let needle = path.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != std::process::id() && alive(pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| cmd.windows(needle.len()).any(|w| w == needle))
+        })
+        .collect()
+}
+
+/// Mount points at or under `dir`, in mount order.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .filter(|m| m.starts_with(dir))
+        .collect()
+}
+
+/// The mount points of every cgroup hierarchy: each v1 controller's, named ones, and v2's.
+fn cgroup_hierarchies() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            l.split_once(" - ")
+                .is_some_and(|(_, fs)| fs.starts_with("cgroup ") || fs.starts_with("cgroup2 "))
+        })
+        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .collect()
+}
+
+/// The directories of cgroup `path` and every cgroup below it, in every hierarchy, deepest
+/// first.
+pub fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
+    fn below(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                below(&entry.path(), out);
+            }
+        }
+        out.push(dir.to_owned());
+    }
+    let mut out = Vec::new();
+    for hierarchy in cgroup_hierarchies() {
+        let dir = hierarchy.join(path.trim_start_matches('/'));
+        if dir.is_dir() {
+            below(&dir, &mut out);
+        }
+    }
+    out
+}
+
+/// Polls `check` every 50 ms for up to 60 s.
+pub async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -13,7 +13,7 @@ use oci_client::secrets::RegistryAuth;
 use tonic::{Request, Response, Status};
 
 use crate::image::archive::{ImageStore, normalize_reference};
-use crate::image::blobs::Digest;
+use crate::image::blobs::{BlobError, Digest};
 use crate::image::pull::{PullError, Puller};
 
 /// The `ImageService` implementation.
@@ -191,8 +191,13 @@ fn auth_of(auth: Option<cri::AuthConfig>) -> Option<RegistryAuth> {
 }
 
 /// The gRPC status of a failed pull: what the kubelet shows as the `ErrImagePull` message.
+/// Content that does not match its digest is `DataLoss`; the node's own store failing is
+/// `ResourceExhausted` when its disk is full, else `Internal`.
 fn pull_status(err: &PullError) -> Status {
     let message = crate::error_chain(err);
+    if super::out_of_space(err) {
+        return Status::resource_exhausted(message);
+    }
     match err {
         PullError::InvalidReference { .. } | PullError::Config { .. } => {
             Status::invalid_argument(message)
@@ -200,8 +205,15 @@ fn pull_status(err: &PullError) -> Status {
         PullError::NotFound { .. } | PullError::NoPlatform { .. } => Status::not_found(message),
         PullError::Unauthorized { .. } => Status::permission_denied(message),
         PullError::Registry { .. } => Status::unavailable(message),
-        PullError::BadContent { .. } | PullError::Blob { .. } => Status::data_loss(message),
-        PullError::Store { .. } => Status::internal(message),
+        PullError::BadContent { .. }
+        | PullError::Blob {
+            source:
+                BlobError::InvalidDigest { .. }
+                | BlobError::ReadContent { .. }
+                | BlobError::DigestMismatch { .. },
+            ..
+        } => Status::data_loss(message),
+        PullError::Blob { .. } | PullError::Store { .. } => Status::internal(message),
     }
 }
 
@@ -384,6 +396,32 @@ mod tests {
         ] {
             assert!(!k.matches(reference), "{reference}");
         }
+    }
+
+    #[test]
+    fn a_full_disk_is_resource_exhausted_and_bad_content_data_loss() {
+        let digest = || Digest::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap();
+        let blob = |source| PullError::Blob {
+            image: "busybox".into(),
+            digest: digest().to_string(),
+            source,
+        };
+        let write = |kind| BlobError::WriteTemp {
+            path: "/var/lib/rkube/agent/images/blobs/tmp/x".into(),
+            source: std::io::Error::new(kind, "writing"),
+        };
+        let full = pull_status(&blob(write(std::io::ErrorKind::StorageFull)));
+        assert_eq!(full.code(), tonic::Code::ResourceExhausted);
+        assert!(full.message().contains("blobs/tmp/x"), "{full:?}");
+        assert_eq!(
+            pull_status(&blob(write(std::io::ErrorKind::PermissionDenied))).code(),
+            tonic::Code::Internal
+        );
+        let mismatch = BlobError::DigestMismatch {
+            expected: digest(),
+            actual: Digest::parse(&format!("sha256:{}", "cd".repeat(32))).unwrap(),
+        };
+        assert_eq!(pull_status(&blob(mismatch)).code(), tonic::Code::DataLoss);
     }
 
     #[test]

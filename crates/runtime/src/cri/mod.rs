@@ -10,3 +10,16 @@ pub mod image;
 pub mod runtime;
 pub mod server;
 pub mod streaming;
+
+/// Whether an I/O error somewhere in `err`'s chain is a full disk or an exhausted quota: the
+/// node's problem, not the request's, so the calls answer `ResourceExhausted` for it.
+pub(crate) fn out_of_space(err: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(err), |e| e.source()).any(|e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        })
+    })
+}

@@ -97,7 +97,8 @@ fn not_yet(what: &str) -> Status {
 
 /// The gRPC code for a runtime error: what is missing is `NotFound`, bad requests are
 /// `InvalidArgument`, calls in the wrong state `FailedPrecondition`, an exec past its timeout
-/// `DeadlineExceeded` (the kubelet reads that as a probe timeout), the rest `Internal`.
+/// `DeadlineExceeded` (the kubelet reads that as a probe timeout), a full disk
+/// `ResourceExhausted`, the rest `Internal`.
 pub fn status_of(err: &RuntimeError) -> Status {
     let message = crate::error_chain(err);
     match err {
@@ -111,6 +112,7 @@ pub fn status_of(err: &RuntimeError) -> Status {
             Status::failed_precondition(message)
         }
         RuntimeError::ExecTimeout { .. } => Status::deadline_exceeded(message),
+        _ if super::out_of_space(err) => Status::resource_exhausted(message),
         _ => Status::internal(message),
     }
 }
@@ -1315,6 +1317,14 @@ mod tests {
         assert_eq!(
             code(RuntimeError::SandboxNotReady { id: "x".into() }),
             tonic::Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(RuntimeError::Io {
+                step: "writing",
+                path: "/var/lib/rkube/agent/containers/x/config.json".into(),
+                source: std::io::Error::new(std::io::ErrorKind::StorageFull, "full"),
+            }),
+            tonic::Code::ResourceExhausted
         );
     }
 }

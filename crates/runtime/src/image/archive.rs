@@ -73,6 +73,16 @@ pub enum ArchiveError {
         /// The cause.
         source: BlobError,
     },
+    /// The archive ends inside a file: a partial download or copy.
+    #[error("the archive ends inside {path} ({read} of {size} bytes): it is truncated")]
+    Truncated {
+        /// The path inside the archive.
+        path: String,
+        /// The bytes of it the archive holds.
+        read: u64,
+        /// Its size in the tar header.
+        size: u64,
+    },
     /// The archive has neither an `index.json` nor a `manifest.json`.
     #[error("the archive has no index.json (OCI layout) or manifest.json (docker save)")]
     NoManifest,
@@ -370,12 +380,7 @@ impl ImageStore {
                     path: path.clone(),
                     source,
                 })?;
-                self.blobs.write(&digest, &mut entry).map_err(|source| {
-                    ArchiveError::StoreBlob {
-                        path: path.clone(),
-                        source,
-                    }
-                })?;
+                store_entry(&mut entry, &path, |r| self.blobs.write(&digest, r))?;
                 contents.files.insert(path, digest);
             } else if matches!(
                 path.as_str(),
@@ -388,13 +393,7 @@ impl ImageStore {
                 entry.read_to_end(&mut bytes).map_err(read_err)?;
                 contents.metadata.insert(path, bytes);
             } else {
-                let (digest, _) =
-                    self.blobs
-                        .put(&mut entry)
-                        .map_err(|source| ArchiveError::StoreBlob {
-                            path: path.clone(),
-                            source,
-                        })?;
+                let (digest, _) = store_entry(&mut entry, &path, |r| self.blobs.put(r))?;
                 contents.files.insert(path, digest);
             }
         }
@@ -870,6 +869,59 @@ pub fn normalize_reference(name: &str) -> Result<String, ArchiveError> {
     })
 }
 
+/// Stores one archive file with `store`, telling a file that the end of the archive cut short
+/// (whose content would otherwise just fail its digest) from one that is whole but wrong.
+fn store_entry<R: Read, T>(
+    entry: &mut tar::Entry<'_, R>,
+    path: &str,
+    store: impl FnOnce(&mut EofReader<&mut tar::Entry<'_, R>>) -> Result<T, BlobError>,
+) -> Result<T, ArchiveError> {
+    let size = entry.size();
+    let mut reader = EofReader {
+        inner: entry,
+        read: 0,
+        ended: false,
+    };
+    let stored = store(&mut reader);
+    if reader.ended && reader.read < size {
+        return Err(ArchiveError::Truncated {
+            path: path.to_owned(),
+            read: reader.read,
+            size,
+        });
+    }
+    stored.map_err(|source| ArchiveError::StoreBlob {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A reader that counts what it read and notes when its source ended.
+struct EofReader<R> {
+    inner: R,
+    read: u64,
+    ended: bool,
+}
+
+impl<R: Read> Read for EofReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(0) if !buf.is_empty() => {
+                self.ended = true;
+                Ok(0)
+            }
+            Ok(n) => {
+                self.read += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                self.ended |= e.kind() == io::ErrorKind::UnexpectedEof;
+                Err(e)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1219,6 +1271,18 @@ mod tests {
                 ArchiveError::ReadArchive { .. } | ArchiveError::StoreBlob { .. }
             )
         });
+    }
+
+    #[test]
+    fn an_archive_cut_inside_a_blob_says_it_is_truncated() {
+        let big = vec![7; 64 << 10];
+        let archive = tar_of(&[file(blob_path(&big), big.clone())]);
+        for bad in [archive[..32 << 10].to_vec(), gzip(&archive[..32 << 10])] {
+            assert_rejected(&bad, |e| {
+                matches!(e, ArchiveError::Truncated { path, size, .. }
+                    if *path == blob_path(&big) && *size == 64 << 10)
+            });
+        }
     }
 
     #[test]

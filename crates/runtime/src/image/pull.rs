@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
+use oci_client::errors::{DigestError, OciDistributionError};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use oci_spec::image::{ImageIndex, ImageManifest};
@@ -654,7 +654,11 @@ impl Puller {
             )
         });
         let mut stream = stream.stream;
+        let mut download_failed = None;
         while let Some(chunk) = stream.next().await {
+            if let Err(err) = &chunk {
+                download_failed = Some(download_error(image, endpoint, digest, err));
+            }
             let failed = chunk.is_err();
             if tx.send(chunk).is_err() || failed {
                 break; // the writer stopped (it reports why) or the download failed
@@ -666,11 +670,44 @@ impl Puller {
             endpoint: endpoint.url(),
             detail: format!("blob writer failed: {e}"),
         })?;
-        written.map(|_| ()).map_err(|source| PullError::Blob {
+        match (written, download_failed) {
+            (Ok(_), _) => Ok(()),
+            // The writer only saw the download's error: say what it was.
+            (Err(_), Some(err)) => Err(err),
+            (Err(source), None) => Err(PullError::Blob {
+                image: image.to_owned(),
+                digest: digest.to_string(),
+                source,
+            }),
+        }
+    }
+}
+
+/// What a failed blob download means: content that does not hash to its digest (`oci-client`
+/// checks at the end of the stream), or the registry failing mid-download.
+fn download_error(
+    image: &str,
+    endpoint: &Endpoint,
+    digest: &Digest,
+    err: &std::io::Error,
+) -> PullError {
+    if let Some(DigestError::VerificationError { actual, .. }) =
+        err.get_ref().and_then(|e| e.downcast_ref::<DigestError>())
+        && let Ok(actual) = Digest::parse(actual)
+    {
+        return PullError::Blob {
             image: image.to_owned(),
             digest: digest.to_string(),
-            source,
-        })
+            source: BlobError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            },
+        };
+    }
+    PullError::Registry {
+        image: image.to_owned(),
+        endpoint: endpoint.url(),
+        detail: format!("downloading blob {digest}: {err}"),
     }
 }
 
@@ -839,6 +876,29 @@ fn classify(image: &str, endpoint: &Endpoint, err: OciDistributionError) -> Pull
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blob_download_failing_is_a_digest_mismatch_or_the_registry_failing() {
+        let endpoint = Endpoint {
+            host: "127.0.0.1:5000".into(),
+            http: true,
+        };
+        let digest = |hex: &str| Digest::parse(&format!("sha256:{}", hex.repeat(32))).unwrap();
+        let mismatch = std::io::Error::other(DigestError::VerificationError {
+            expected: digest("ab").to_string(),
+            actual: digest("cd").to_string(),
+        });
+        let err = download_error("busybox", &endpoint, &digest("ab"), &mismatch);
+        assert!(
+            matches!(&err, PullError::Blob { source: BlobError::DigestMismatch { actual, .. }, .. }
+                if *actual == digest("cd")),
+            "{err:?}"
+        );
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let err = download_error("busybox", &endpoint, &digest("ab"), &reset);
+        assert!(matches!(err, PullError::Registry { .. }), "{err:?}");
+        assert!(err.to_string().contains("http://127.0.0.1:5000"), "{err}");
+    }
 
     #[test]
     fn names_split_into_registry_repository_tag_and_digest() {
