@@ -1161,17 +1161,23 @@ async fn missing_runtime_calls_answer_unimplemented_and_bad_streams_are_refused(
     let mut client = CriClient::connect(rkube.socket()).await.unwrap();
     let err = client
         .runtime
-        .update_container_resources(cri::UpdateContainerResourcesRequest {
+        .checkpoint_container(cri::CheckpointContainerRequest {
             container_id: "x".into(),
             ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(
-        err.message().contains("UpdateContainerResources"),
-        "{err:?}"
-    );
+    assert!(err.message().contains("CheckpointContainer"), "{err:?}");
+    let err = client
+        .runtime
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
 
     let exec = |container_id: &str, stdout, tty, stderr| cri::ExecRequest {
         container_id: container_id.into(),
