@@ -815,29 +815,35 @@ fn find_process(matches: impl Fn(&[String]) -> bool) -> Option<u32> {
     })
 }
 
-/// A process's resident memory, from `/proc/<pid>/status`.
+/// A process's resident memory, from `/proc/<pid>/status`, and the part of it no other process
+/// shares (`smaps_rollup`'s private pages): file pages of a binary that other processes also map
+/// count in every one's RSS, but only once in the machine's memory.
 #[derive(Default)]
 struct Rss {
     total_kib: u64,
     anon_kib: u64,
     file_kib: u64,
+    private_kib: u64,
 }
 
 impl Rss {
     fn of(pid: u32) -> Rss {
-        let status = fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_else(|e| panic!("process {pid}: {e}"));
-        let kib = |key: &str| {
-            status
-                .lines()
+        let read = |file: &str| {
+            fs::read_to_string(format!("/proc/{pid}/{file}"))
+                .unwrap_or_else(|e| panic!("process {pid}: {e}"))
+        };
+        let (status, smaps) = (read("status"), read("smaps_rollup"));
+        let kib = |text: &str, key: &str| -> u64 {
+            text.lines()
                 .find_map(|l| l.strip_prefix(key))
                 .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
                 .unwrap_or(0)
         };
         Rss {
-            total_kib: kib("VmRSS:"),
-            anon_kib: kib("RssAnon:"),
-            file_kib: kib("RssFile:") + kib("RssShmem:"),
+            total_kib: kib(&status, "VmRSS:"),
+            anon_kib: kib(&status, "RssAnon:"),
+            file_kib: kib(&status, "RssFile:") + kib(&status, "RssShmem:"),
+            private_kib: kib(&smaps, "Private_Clean:") + kib(&smaps, "Private_Dirty:"),
         }
     }
 
@@ -850,10 +856,11 @@ impl std::fmt::Display for Rss {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:.1} MiB ({:.1} anon + {:.1} file)",
+            "{:.1} MiB ({:.1} anon + {:.1} file; {:.1} private)",
             self.mib(),
             self.anon_kib as f64 / 1024.0,
-            self.file_kib as f64 / 1024.0
+            self.file_kib as f64 / 1024.0,
+            self.private_kib as f64 / 1024.0
         )
     }
 }
