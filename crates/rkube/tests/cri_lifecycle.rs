@@ -17,7 +17,7 @@ mod common;
 use common::{RkubeRuntime, alive, assert_clean_failure, eventually};
 
 const APPLETS: &[&str] = &[
-    "sh", "sleep", "true", "echo", "head", "tr", "seq", "cat", "test",
+    "sh", "sleep", "true", "echo", "head", "tr", "seq", "cat", "test", "hostname", "readlink",
 ];
 
 fn spec(image: &str) -> Option<cri::ImageSpec> {
@@ -107,6 +107,11 @@ struct Pod {
 
 impl Pod {
     async fn run(rkube: &RkubeRuntime, image: &str) -> Pod {
+        Pod::run_on(rkube, image, cri::NamespaceMode::Pod).await
+    }
+
+    /// A pod on its own network (`Pod`) or on the host's (`Node`: hostNetwork).
+    async fn run_on(rkube: &RkubeRuntime, image: &str, network: cri::NamespaceMode) -> Pod {
         let mut client = connect(rkube).await;
         pull(&mut client, image).await.expect("pull");
         let config = cri::PodSandboxConfig {
@@ -121,6 +126,7 @@ impl Pod {
                 security_context: Some(cri::LinuxSandboxSecurityContext {
                     namespace_options: Some(cri::NamespaceOption {
                         pid: cri::NamespaceMode::Container as i32,
+                        network: network as i32,
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -1026,4 +1032,48 @@ async fn cpu_and_memory_limits_reach_the_container_cgroup() {
         );
         assert_eq!(cgroup_file(free_pid, "cpu", "cpu.max"), "max 100000");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_network_pod_shares_the_hosts_network_and_name() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let image = push_busybox(&registry, work.path());
+    let rkube = RkubeRuntime::start(&registry);
+    let mut pod = Pod::run_on(&rkube, &image, cri::NamespaceMode::Node).await;
+    let id = pod.start(pod.sh("on-host", "exec sleep 3600")).await;
+    pod.wait_running(&id).await;
+    let out = pod
+        .client
+        .runtime
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/uts".into(),
+            ],
+            timeout: 10,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("exec: {e}: {}", rkube.log()))
+        .into_inner();
+    let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let link = |ns: &str| std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+    let expected = format!(
+        "{}\n{}\n{}\n",
+        host_name.trim(),
+        link("net").display(),
+        link("uts").display()
+    );
+    assert_eq!(seen, expected, "{}", String::from_utf8_lossy(&out.stderr));
+    pod.client
+        .runtime
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.id.clone(),
+        })
+        .await
+        .unwrap();
+    pod.remove().await;
 }

@@ -703,6 +703,12 @@ pub fn build_spec(inputs: &SpecInputs<'_>) -> Result<Spec, SpecError> {
         .linux(linux.build().map_err(SpecError::Build)?)
         .build()
         .map_err(SpecError::Build)
+        .map(|mut spec| {
+            // The builder's default names a hostname, which a container on the host's UTS
+            // namespace (a hostNetwork pod) must not carry: the host's name is not ours to set.
+            spec.set_hostname(sandbox.uts_ns.is_some().then(|| sandbox.hostname.clone()));
+            spec
+        })
 }
 
 fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> Result<LinuxNamespace, SpecError> {
@@ -883,6 +889,37 @@ mod tests {
             resolve_args(&c, &image).unwrap(),
             ["/bin/sh"],
             "image cmd is dropped"
+        );
+    }
+
+    #[test]
+    fn a_container_on_the_hosts_uts_namespace_names_no_hostname() {
+        let config = ContainerConfig {
+            command: vec!["true".into()],
+            ..ContainerConfig::default()
+        };
+        let image = ImageConfig::default();
+        let pod = build(&config, &image).unwrap();
+        assert_eq!(pod.hostname().as_deref(), Some("pod-a"));
+        let host = SandboxContext {
+            network_ns: None,
+            uts_ns: None,
+            ..sandbox()
+        };
+        let spec = build_spec(&SpecInputs {
+            config: &config,
+            image: &image,
+            sandbox: &host,
+            rootfs: Path::new("/rootfs"),
+            cgroups_path: Path::new("/pod/c"),
+            passwd: None,
+            group: None,
+        })
+        .unwrap();
+        assert_eq!(
+            spec.hostname(),
+            &None,
+            "libcontainer refuses a hostname without a UTS namespace"
         );
     }
 
