@@ -1077,3 +1077,72 @@ async fn a_host_network_pod_shares_the_hosts_network_and_name() {
         .unwrap();
     pod.remove().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_events_follow_a_container_through_its_life() {
+    use futures::StreamExt;
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let image = push_busybox(&registry, work.path());
+    let rkube = RkubeRuntime::start(&registry);
+    let mut pod = Pod::run(&rkube, &image).await;
+    let mut events = connect(&rkube)
+        .await
+        .runtime
+        .get_container_events(cri::GetEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    // It ends by itself: the stop event comes from the watcher, not from a call.
+    let id = pod.start(pod.sh("brief", "sleep 1; exit 4")).await;
+    pod.wait_exit(&id).await;
+    pod.client
+        .runtime
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    use cri::ContainerEventType as E;
+    let mut seen = Vec::new();
+    while seen.last() != Some(&E::ContainerDeletedEvent) {
+        let event = tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .unwrap_or_else(|_| panic!("no event in 30 s after {seen:?}"))
+            .expect("the stream stays open")
+            .unwrap();
+        assert_eq!(event.container_id, id);
+        let kind = E::try_from(event.container_event_type).unwrap();
+        assert!(event.created_at > 0);
+        match kind {
+            E::ContainerStoppedEvent => {
+                let status = event
+                    .containers_statuses
+                    .iter()
+                    .find(|c| c.id == id)
+                    .expect("the stopped container's status comes with the event");
+                assert_eq!(status.exit_code, 4);
+                assert_eq!(
+                    event.pod_sandbox_status.as_ref().map(|s| s.id.as_str()),
+                    Some(pod.id.as_str())
+                );
+            }
+            E::ContainerDeletedEvent => {
+                assert!(event.containers_statuses.iter().all(|c| c.id != id));
+            }
+            _ => {}
+        }
+        seen.push(kind);
+    }
+    // Created and started may share one listing (a quick start), but each comes once, in order.
+    assert_eq!(
+        seen,
+        [
+            E::ContainerCreatedEvent,
+            E::ContainerStartedEvent,
+            E::ContainerStoppedEvent,
+            E::ContainerDeletedEvent
+        ]
+    );
+    pod.remove().await;
+}

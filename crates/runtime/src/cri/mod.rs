@@ -6,6 +6,7 @@
 //! through the WebSocket [`streaming`] server whose URLs those calls return.
 
 pub mod client;
+pub mod events;
 pub mod image;
 pub mod runtime;
 pub mod server;

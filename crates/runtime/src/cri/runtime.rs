@@ -1,8 +1,8 @@
 //! CRI `RuntimeService` over [`crate::Runtime`]: pod sandboxes, containers, `ExecSync`, log
-//! reopening, stats, and `Exec`/`Attach`/`PortForward` (validated here, then parked for the
-//! [`crate::cri::streaming`] server). The calls still missing (resource updates, container
-//! events, checkpoints, metric descriptors) answer gRPC `Unimplemented` with their name,
-//! never a fake success.
+//! reopening, stats, resource updates, container events ([`crate::cri::events`]), and
+//! `Exec`/`Attach`/`PortForward` (validated here, then parked for the
+//! [`crate::cri::streaming`] server). The calls still missing (checkpoints, metric
+//! descriptors) answer gRPC `Unimplemented` with their name, never a fake success.
 //!
 //! The runtime's calls block on processes and the filesystem, so each runs on tokio's blocking
 //! pool. Requests are translated here, field by field, into the runtime's own config types;
@@ -20,6 +20,7 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use crate::cgroups::CgroupUsage;
+use crate::cri::events::ContainerEvents;
 use crate::cri::streaming::{Streams, TooManyPending};
 use crate::runtime::{
     ContainerState, ContainerStatus, ContainerUsage, Runtime, RuntimeError, SandboxState,
@@ -40,6 +41,8 @@ pub struct CriRuntime {
     pod_cidr: Mutex<String>,
     /// Where `Exec`, `Attach` and `PortForward` park requests for the streaming server.
     streams: Option<Streams>,
+    /// The `GetContainerEvents` feed.
+    events: ContainerEvents,
 }
 
 impl CriRuntime {
@@ -49,6 +52,7 @@ impl CriRuntime {
             runtime,
             pod_cidr: Mutex::new(String::new()),
             streams: None,
+            events: ContainerEvents::default(),
         }
     }
 
@@ -399,7 +403,7 @@ fn mode(host: bool) -> i32 {
     }
 }
 
-fn pod_sandbox_status(s: &SandboxStatus) -> cri::PodSandboxStatus {
+pub(crate) fn pod_sandbox_status(s: &SandboxStatus) -> cri::PodSandboxStatus {
     let mut ips = s.ips.iter().map(|ip| ip.to_string());
     let network = (!s.config.host_network).then(|| cri::PodSandboxNetworkStatus {
         ip: ips.next().unwrap_or_default(),
@@ -484,7 +488,7 @@ fn container(c: &ContainerStatus) -> cri::Container {
     }
 }
 
-fn container_status(c: &ContainerStatus) -> cri::ContainerStatus {
+pub(crate) fn container_status(c: &ContainerStatus) -> cri::ContainerStatus {
     let r = &c.config.resources;
     cri::ContainerStatus {
         id: c.id.clone(),
@@ -1152,14 +1156,21 @@ impl RuntimeService for CriRuntime {
         Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
-    type GetContainerEventsStream =
-        futures::stream::Empty<Result<cri::ContainerEventResponse, Status>>;
+    type GetContainerEventsStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>,
+    >;
 
     async fn get_container_events(
         &self,
         _request: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(not_yet("GetContainerEvents"))
+        use futures::StreamExt;
+        let rx = self.events.subscribe(self.runtime.clone()).await;
+        // A subscriber too slow for the backlog misses events; it relists, as the kubelet
+        // does periodically anyway.
+        let stream = tokio_stream::wrappers::BroadcastStream::new(rx)
+            .filter_map(|event| std::future::ready(event.ok().map(Ok)));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     not_implemented! {
