@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
 use std::time::Duration;
 
 use k8s_cri::v1 as cri;
@@ -23,19 +24,27 @@ pub const INTERVAL: Duration = Duration::from_millis(250);
 const BACKLOG: usize = 1024;
 
 /// The event feed.
+#[derive(Default)]
 pub struct ContainerEvents {
-    tx: broadcast::Sender<cri::ContainerEventResponse>,
-    watcher: Slot,
+    shared: Arc<Shared>,
 }
 
-/// The running watcher, if any; async so that starting one can await its first listing.
-type Slot = Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>;
+/// What the watcher and the calls share.
+struct Shared {
+    tx: broadcast::Sender<cri::ContainerEventResponse>,
+    /// The running watcher, if any; async so that starting one can await its first listing.
+    watcher: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The last state seen of each container, and its sandbox (which names the pod of a
+    /// container once it is gone).
+    known: std::sync::Mutex<HashMap<String, (ContainerState, String)>>,
+}
 
-impl Default for ContainerEvents {
+impl Default for Shared {
     fn default() -> Self {
-        ContainerEvents {
+        Shared {
             tx: broadcast::channel(BACKLOG).0,
-            watcher: Arc::default(),
+            watcher: Default::default(),
+            known: Default::default(),
         }
     }
 }
@@ -47,17 +56,46 @@ impl ContainerEvents {
         &self,
         runtime: Arc<Runtime>,
     ) -> broadcast::Receiver<cri::ContainerEventResponse> {
-        let mut watcher = self.watcher.lock().await;
-        let rx = self.tx.subscribe();
+        let mut watcher = self.shared.watcher.lock().await;
+        let rx = self.shared.tx.subscribe();
         if watcher.as_ref().is_none_or(|w| w.is_finished()) {
             // The first listing is taken before returning, so nothing the caller does next
             // is mistaken for what was already there.
-            let known = snapshot(list(runtime.clone()).await.unwrap_or_default());
-            let tx = self.tx.clone();
-            let slot = self.watcher.clone();
-            *watcher = Some(tokio::spawn(watch(runtime, tx, slot, known)));
+            let now = list(runtime.clone()).await.unwrap_or_default();
+            *self.shared.lock_known() = snapshot(&now);
+            *watcher = Some(tokio::spawn(watch(runtime, self.shared.clone())));
         }
         rx
+    }
+
+    /// Sends the events a container's latest status implies, before a call makes it vanish:
+    /// a container that stops and is removed between two listings still gets its stopped
+    /// event, with its exit code.
+    pub async fn observe(&self, runtime: Arc<Runtime>, id: &str) {
+        if self.shared.tx.receiver_count() == 0 {
+            return;
+        }
+        let Some(now) = list(runtime.clone()).await else {
+            return;
+        };
+        let Some(status) = now.iter().find(|c| c.id == id) else {
+            return;
+        };
+        let changes = {
+            let mut known = self.shared.lock_known();
+            let from = known.get(id).map(|k| k.0);
+            known.insert(id.to_owned(), (status.state, status.sandbox_id.clone()));
+            changes_of(from, status)
+        };
+        let changes = changes.into_iter().map(|e| (id.to_owned(), e)).collect();
+        let pods = vec![status.sandbox_id.clone()];
+        send(&runtime, &self.shared.tx, changes, pods, &now).await;
+    }
+}
+
+impl Shared {
+    fn lock_known(&self) -> std::sync::MutexGuard<'_, HashMap<String, (ContainerState, String)>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -69,27 +107,21 @@ async fn list(runtime: Arc<Runtime>) -> Option<Vec<ContainerStatus>> {
         .and_then(Result::ok)
 }
 
-/// id → (state, sandbox): the sandbox names the pod of a container once it is gone.
-fn snapshot(list: Vec<ContainerStatus>) -> HashMap<String, (ContainerState, String)> {
-    list.into_iter()
-        .map(|c| (c.id, (c.state, c.sandbox_id)))
+fn snapshot(list: &[ContainerStatus]) -> HashMap<String, (ContainerState, String)> {
+    list.iter()
+        .map(|c| (c.id.clone(), (c.state, c.sandbox_id.clone())))
         .collect()
 }
 
 /// Lists containers every [`INTERVAL`] and sends what changed, until nobody listens.
-async fn watch(
-    runtime: Arc<Runtime>,
-    tx: broadcast::Sender<cri::ContainerEventResponse>,
-    slot: Slot,
-    mut known: HashMap<String, (ContainerState, String)>,
-) {
+async fn watch(runtime: Arc<Runtime>, shared: Arc<Shared>) {
     loop {
         tokio::time::sleep(INTERVAL).await;
         {
             // Decided under the subscribers' lock, so a new subscriber either sees this
             // watcher running or starts another.
-            let mut held = slot.lock().await;
-            if tx.receiver_count() == 0 {
+            let mut held = shared.watcher.lock().await;
+            if shared.tx.receiver_count() == 0 {
                 *held = None;
                 return;
             }
@@ -97,9 +129,10 @@ async fn watch(
         let Some(now) = list(runtime.clone()).await else {
             continue;
         };
-        let states = known.iter().map(|(id, (s, _))| (id.clone(), *s)).collect();
-        let changes = transitions(&states, &now);
-        if !changes.is_empty() {
+        let (changes, pods) = {
+            let mut known = shared.lock_known();
+            let states = known.iter().map(|(id, (s, _))| (id.clone(), *s)).collect();
+            let changes = transitions(&states, &now);
             let pods: Vec<String> = changes
                 .iter()
                 .map(|(id, _)| {
@@ -114,44 +147,57 @@ async fn watch(
                         .unwrap_or_default()
                 })
                 .collect();
-            let rt = runtime.clone();
-            let wanted: std::collections::BTreeSet<String> = pods.iter().cloned().collect();
-            let sandboxes: HashMap<String, cri::PodSandboxStatus> =
-                tokio::task::spawn_blocking(move || {
-                    wanted
-                        .into_iter()
-                        .filter_map(|id| {
-                            let status = rt.sandbox_status(&id).ok()?;
-                            Some((id, pod_sandbox_status(&status)))
-                        })
-                        .collect()
-                })
-                .await
-                .unwrap_or_default();
-            for ((id, kind), sandbox_id) in changes.into_iter().zip(pods) {
-                let event = cri::ContainerEventResponse {
-                    container_id: id,
-                    container_event_type: kind as i32,
-                    created_at: crate::shim::now_ns() as i64,
-                    pod_sandbox_status: sandboxes.get(&sandbox_id).cloned(),
-                    containers_statuses: now
-                        .iter()
-                        .filter(|c| c.sandbox_id == sandbox_id)
-                        .map(container_status)
-                        .collect(),
-                };
-                let _ = tx.send(event);
-            }
-        }
-        known = snapshot(now);
+            *known = snapshot(&now);
+            (changes, pods)
+        };
+        send(&runtime, &shared.tx, changes, pods, &now).await;
     }
 }
 
-/// The events that take `before` (id → state) to `now`, in lifecycle order per container.
-pub fn transitions(
-    before: &HashMap<String, ContainerState>,
+/// Sends `changes` (each in the pod named at the same index of `pods`), each carrying its
+/// pod's status and its containers' statuses from `now`.
+async fn send(
+    runtime: &Arc<Runtime>,
+    tx: &broadcast::Sender<cri::ContainerEventResponse>,
+    changes: Vec<(String, cri::ContainerEventType)>,
+    pods: Vec<String>,
     now: &[ContainerStatus],
-) -> Vec<(String, cri::ContainerEventType)> {
+) {
+    if changes.is_empty() {
+        return;
+    }
+    let rt = runtime.clone();
+    let wanted: std::collections::BTreeSet<String> = pods.iter().cloned().collect();
+    let sandboxes: HashMap<String, cri::PodSandboxStatus> =
+        tokio::task::spawn_blocking(move || {
+            wanted
+                .into_iter()
+                .filter_map(|id| {
+                    let status = rt.sandbox_status(&id).ok()?;
+                    Some((id, pod_sandbox_status(&status)))
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+    for ((id, kind), sandbox_id) in changes.into_iter().zip(pods) {
+        let event = cri::ContainerEventResponse {
+            container_id: id,
+            container_event_type: kind as i32,
+            created_at: crate::shim::now_ns() as i64,
+            pod_sandbox_status: sandboxes.get(&sandbox_id).cloned(),
+            containers_statuses: now
+                .iter()
+                .filter(|c| c.sandbox_id == sandbox_id)
+                .map(container_status)
+                .collect(),
+        };
+        let _ = tx.send(event);
+    }
+}
+
+/// The events that take one container from state `from` (`None`: not seen before) to `c`'s.
+fn changes_of(from: Option<ContainerState>, c: &ContainerStatus) -> Vec<cri::ContainerEventType> {
     use cri::ContainerEventType as E;
     let rank = |s: ContainerState| match s {
         ContainerState::Created => 0,
@@ -159,28 +205,45 @@ pub fn transitions(
         ContainerState::Exited => 2,
         ContainerState::Unknown => 3,
     };
+    if from == Some(c.state) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let (from, to) = (from.map(rank), rank(c.state));
+    if from.is_none() {
+        out.push(E::ContainerCreatedEvent);
+    }
+    if to >= 1 && from.is_none_or(|f| f < 1) && c.started_at_ns.is_some() {
+        out.push(E::ContainerStartedEvent);
+    }
+    if to == 2 && from.is_none_or(|f| f < 2) {
+        out.push(E::ContainerStoppedEvent);
+    }
+    out
+}
+
+/// The events that take `before` (id → state) to `now`, in lifecycle order per container. A
+/// running container that vanished stopped first.
+pub fn transitions(
+    before: &HashMap<String, ContainerState>,
+    now: &[ContainerStatus],
+) -> Vec<(String, cri::ContainerEventType)> {
+    use cri::ContainerEventType as E;
     let mut out = Vec::new();
     for c in now {
         let from = before.get(&c.id).copied();
-        if from == Some(c.state) {
-            continue;
-        }
-        let from = from.map(rank);
-        let to = rank(c.state);
-        if from.is_none() {
-            out.push((c.id.clone(), E::ContainerCreatedEvent));
-        }
-        if to >= 1 && from.is_none_or(|f| f < 1) && c.started_at_ns.is_some() {
-            out.push((c.id.clone(), E::ContainerStartedEvent));
-        }
-        if to == 2 && from.is_none_or(|f| f < 2) {
-            out.push((c.id.clone(), E::ContainerStoppedEvent));
-        }
+        out.extend(changes_of(from, c).into_iter().map(|e| (c.id.clone(), e)));
     }
-    for id in before.keys() {
-        if !now.iter().any(|c| &c.id == id) {
-            out.push((id.clone(), E::ContainerDeletedEvent));
+    let mut gone: Vec<(&String, &ContainerState)> = before
+        .iter()
+        .filter(|(id, _)| !now.iter().any(|c| &c.id == *id))
+        .collect();
+    gone.sort_by_key(|(id, _)| *id);
+    for (id, state) in gone {
+        if *state == ContainerState::Running {
+            out.push((id.clone(), E::ContainerStoppedEvent));
         }
+        out.push((id.clone(), E::ContainerDeletedEvent));
     }
     out
 }
@@ -214,6 +277,7 @@ mod tests {
             ("a".to_owned(), ContainerState::Created),
             ("b".to_owned(), ContainerState::Running),
             ("gone".to_owned(), ContainerState::Exited),
+            ("vanished".to_owned(), ContainerState::Running),
             ("same".to_owned(), ContainerState::Running),
         ]
         .into();
@@ -237,6 +301,8 @@ mod tests {
                 ("never-started", E::ContainerCreatedEvent),
                 ("never-started", E::ContainerStoppedEvent),
                 ("gone", E::ContainerDeletedEvent),
+                ("vanished", E::ContainerStoppedEvent),
+                ("vanished", E::ContainerDeletedEvent),
             ]
         );
     }

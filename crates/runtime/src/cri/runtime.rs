@@ -898,18 +898,22 @@ impl RuntimeService for CriRuntime {
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
         let id = request.into_inner().container_id;
         // CRI: removing a running container stops it first; a removed one is not an error.
-        self.call(move |rt| {
-            match rt.status(&id) {
+        let stopping = id.clone();
+        let exists = self
+            .call(move |rt| match rt.status(&stopping) {
                 Ok(s) if matches!(s.state, ContainerState::Running | ContainerState::Created) => {
-                    rt.stop(&id, Duration::ZERO)?
+                    rt.stop(&stopping, Duration::ZERO).map(|()| true)
                 }
-                Ok(_) => {}
-                Err(RuntimeError::ContainerNotFound { .. }) => return Ok(()),
-                Err(e) => return Err(e),
-            }
-            rt.remove(&id)
-        })
-        .await?;
+                Ok(_) => Ok(true),
+                Err(RuntimeError::ContainerNotFound { .. }) => Ok(false),
+                Err(e) => Err(e),
+            })
+            .await?;
+        if exists {
+            // Its stop is told before it vanishes, with the exit code.
+            self.events.observe(self.runtime.clone(), &id).await;
+            self.call(move |rt| rt.remove(&id)).await?;
+        }
         Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
