@@ -33,7 +33,7 @@ use rkube_runtime::image::pull::{Puller, RegistriesConfig, this_platform};
 use rkube_runtime::rootfs::{self, LayerStore};
 use rkube_runtime::{ContainerConfig, ContainerState, Runtime, RuntimeConfig, SandboxConfig};
 use rkube_testsupport::containerd::Containerd;
-use rkube_testsupport::registry::{Layout, Registry, busybox_entries};
+use rkube_testsupport::registry::{Layout, Registry, busybox_entries, push_pause_image};
 
 /// The binary under test; also the runtime's shim and pod holder.
 const RKUBE: &str = env!("CARGO_BIN_EXE_rkube");
@@ -225,17 +225,7 @@ fn push_images(registry: &Registry, dir: &Path) -> Images {
         serde_json::json!({"Env": ["PATH=/bin"], "Cmd": ["sh"]}),
     );
     registry.push(&layout.finish(), "bench/busybox:1");
-    let mut layout = Layout::new(&dir.join("pause"));
-    let layer = layout.layer(&busybox_entries(&["sh", "sleep"]));
-    layout.image(
-        arch,
-        &[layer],
-        serde_json::json!({
-            "Env": ["PATH=/bin"],
-            "Entrypoint": ["sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 1; done"],
-        }),
-    );
-    registry.push(&layout.finish(), "bench/pause:1");
+    push_pause_image(registry, dir, arch, "bench/pause:1");
     Images {
         busybox: format!("{}/bench/busybox:1", registry.host()),
         pause: format!("{}/bench/pause:1", registry.host()),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_cri::v1 as cri;
 use rkube_runtime::cri::client::CriClient;
 use rkube_testsupport::containerd::Containerd;
-use rkube_testsupport::registry::{Layout, Registry, busybox_entries};
+use rkube_testsupport::registry::{Layout, Registry, busybox_entries, push_pause_image};
 
 mod common;
 use common::{RkubeRuntime, eventually};
@@ -236,17 +236,7 @@ fn push_pod_images(registry: &Registry, dir: &Path) {
         }),
     );
     registry.push(&layout.finish(), "library/busybox:pods");
-    let mut layout = Layout::new(&dir.join("pause"));
-    let layer = layout.layer(&busybox_entries(&["sh", "sleep"]));
-    layout.image(
-        arch,
-        &[layer],
-        serde_json::json!({
-            "Env": ["PATH=/bin"],
-            "Entrypoint": ["sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 1; done"],
-        }),
-    );
-    registry.push(&layout.finish(), "library/pause:1");
+    push_pause_image(registry, dir, arch, "library/pause:1");
 }
 
 /// A pod sandbox config: its own network and IPC, a PID namespace per container, labelled
@@ -414,15 +404,23 @@ async fn count_containers(rt: &mut RuntimeClient, filter: cri::ContainerFilter) 
     .len()
 }
 
-/// The pod half of the CRI scenario: a sandbox, containers in it, exec, logs, stop, remove.
-async fn pod_scenario(
+/// A running pod sandbox of the scenarios, with the pod image pulled.
+struct ScenarioPod {
+    client: CriClient,
+    image: String,
+    config: cri::PodSandboxConfig,
+    id: String,
+    cgroup_parent: String,
+}
+
+async fn scenario_pod(
     socket: &Path,
     registry: &Registry,
     runtime: &str,
     logs: &Path,
-) -> PodObservations {
+    name: &str,
+) -> ScenarioPod {
     let mut client = CriClient::connect(socket).await.unwrap();
-    let rt = &mut client.runtime;
     let image = format!("{}/library/busybox:pods", registry.host());
     client
         .images
@@ -432,18 +430,42 @@ async fn pod_scenario(
         })
         .await
         .unwrap_or_else(|e| panic!("{runtime}: pull: {e}"));
-
-    let cgroup_parent = format!("/rkube-cri-test/{runtime}-{}", std::process::id());
-    let sandbox_config = pod_config("scenario", runtime, logs, &cgroup_parent);
-    let sandbox = rt
+    let cgroup_parent = format!("/rkube-cri-test/{name}-{runtime}-{}", std::process::id());
+    let config = pod_config(name, runtime, logs, &cgroup_parent);
+    let id = client
+        .runtime
         .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(sandbox_config.clone()),
+            config: Some(config.clone()),
             runtime_handler: String::new(),
         })
         .await
         .unwrap_or_else(|e| panic!("{runtime}: run sandbox: {e}"))
         .into_inner()
         .pod_sandbox_id;
+    ScenarioPod {
+        client,
+        image,
+        config,
+        id,
+        cgroup_parent,
+    }
+}
+
+/// The pod half of the CRI scenario: a sandbox, containers in it, exec, logs, stop, remove.
+async fn pod_scenario(
+    socket: &Path,
+    registry: &Registry,
+    runtime: &str,
+    logs: &Path,
+) -> PodObservations {
+    let ScenarioPod {
+        mut client,
+        image,
+        config: sandbox_config,
+        id: sandbox,
+        cgroup_parent,
+    } = scenario_pod(socket, registry, runtime, logs, "scenario").await;
+    let rt = &mut client.runtime;
     let status = sandbox_status(rt, &sandbox).await.unwrap();
     assert_eq!(
         status.state,
@@ -851,28 +873,14 @@ async fn stream_scenario(
     runtime: &str,
     logs: &Path,
 ) -> StreamObservations {
-    let mut client = CriClient::connect(socket).await.unwrap();
+    let ScenarioPod {
+        mut client,
+        image,
+        config: sandbox_config,
+        id: sandbox,
+        cgroup_parent,
+    } = scenario_pod(socket, registry, runtime, logs, "streams").await;
     let rt = &mut client.runtime;
-    let image = format!("{}/library/busybox:pods", registry.host());
-    client
-        .images
-        .pull_image(cri::PullImageRequest {
-            image: spec(&image),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{runtime}: pull: {e}"));
-    let cgroup_parent = format!("/rkube-cri-test/streams-{runtime}-{}", std::process::id());
-    let sandbox_config = pod_config("streams", runtime, logs, &cgroup_parent);
-    let sandbox = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(sandbox_config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{runtime}: run sandbox: {e}"))
-        .into_inner()
-        .pod_sandbox_id;
     let web = start_container(
         rt,
         &sandbox,

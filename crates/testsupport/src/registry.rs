@@ -271,6 +271,22 @@ impl Layout {
     }
 }
 
+/// Pushes `name`: a pod sandbox ("pause") image for containerd, a busybox shell that sleeps
+/// until SIGTERM or SIGINT (rkube needs no such image). `dir` holds the layout.
+pub fn push_pause_image(registry: &Registry, dir: &Path, arch: &str, name: &str) {
+    let mut layout = Layout::new(&dir.join("pause"));
+    let layer = layout.layer(&busybox_entries(&["sh", "sleep"]));
+    layout.image(
+        arch,
+        &[layer],
+        serde_json::json!({
+            "Env": ["PATH=/bin"],
+            "Entrypoint": ["sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 1; done"],
+        }),
+    );
+    registry.push(&layout.finish(), name);
+}
+
 /// The entries of a busybox root filesystem: `/bin/busybox` from Debian's `busybox-static` and a
 /// symlink per applet in `applets`.
 pub fn busybox_entries(applets: &[&str]) -> Vec<Entry> {
