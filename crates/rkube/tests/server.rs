@@ -33,6 +33,11 @@ impl Server {
             .arg(dir.path().join("data"))
             .arg("--write-kubeconfig")
             .arg(dir.path().join("kubeconfig.yaml"))
+            // The embedded runtime's socket and state in the test's directory, not /run/rkube.
+            .arg("--cri-address")
+            .arg(format!("unix://{}", dir.path().join("cri.sock").display()))
+            .arg("--state-dir")
+            .arg(dir.path().join("runtime-state"))
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
@@ -113,12 +118,24 @@ impl Drop for Server {
 fn rkube_server_says_what_it_runs_and_where_its_files_are() {
     let server = Server::start(&[]);
     let log = server.log();
+    let socket = server.dir.path().join("cri.sock");
     assert!(
-        log.contains(
-            "the node agent (kubelet, container runtime, networking) is not available yet"
-        ),
+        log.contains(&format!(
+            "the container runtime serves CRI on unix://{}; the kubelet and networking are not available yet",
+            socket.display()
+        )),
         "{log}"
     );
+    // The embedded runtime answers CRI, and keeps its state under the data directory.
+    let out = Command::new(rkube_bin())
+        .args(["crictl", "-r"])
+        .arg(format!("unix://{}", socket.display()))
+        .arg("version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(version.contains("RuntimeName:  rkube"), "{version}");
+    assert!(server.dir.path().join("data/agent/images").is_dir());
     assert!(log.contains("admin kubeconfig written to"), "{log}");
     assert!(log.contains("join token in"), "{log}");
     for bin in kubectls() {
@@ -146,6 +163,7 @@ fn rkube_server_says_what_it_runs_and_where_its_files_are() {
         "{}",
         quiet.log()
     );
+    assert!(!quiet.dir.path().join("cri.sock").exists(), "no runtime");
 
     let help = Command::new(rkube_bin())
         .args(["server", "--help"])
@@ -193,6 +211,10 @@ fn bad_flags_are_one_clear_error() {
             .arg(dir.path())
             .arg("--write-kubeconfig")
             .arg(dir.path().join("kc"))
+            .arg("--cri-address")
+            .arg(format!("unix://{}", dir.path().join("cri.sock").display()))
+            .arg("--state-dir")
+            .arg(dir.path().join("runtime-state"))
             .args([flag, value])
             .output()
             .unwrap();

@@ -30,6 +30,13 @@ pub struct RuntimeArgs {
     #[arg(long, default_value = "unix:///run/rkube/cri.sock")]
     address: String,
 
+    #[command(flatten)]
+    node: NodeRuntimeArgs,
+}
+
+/// The runtime's flags shared by `rkube runtime` and `rkube server` (which embeds it).
+#[derive(Args, Clone)]
+pub struct NodeRuntimeArgs {
     /// Where the streaming server (exec, attach, port-forward URLs) listens; port 0 picks one.
     #[arg(long, default_value = "127.0.0.1:0")]
     stream_address: std::net::SocketAddr,
@@ -45,36 +52,54 @@ pub struct RuntimeArgs {
 
 /// Runs the runtime until SIGINT or SIGTERM.
 pub async fn run(args: RuntimeArgs) -> anyhow::Result<()> {
-    let path = socket_path(&args.address)?;
+    let serving = start(&args.data_dir, &args.address, &args.node, shutdown_signal()).await?;
+    serving.await
+}
+
+/// Opens the runtime's state and binds its sockets (so that a problem is reported before
+/// anything else starts), then serves CRI and streams in the returned future until `shutdown`
+/// completes; the socket is removed at the end.
+pub async fn start<S>(
+    data_dir: &std::path::Path,
+    address: &str,
+    node: &NodeRuntimeArgs,
+    shutdown: S,
+) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>> + use<S>>
+where
+    S: std::future::Future<Output = ()> + Send + 'static,
+{
+    let path = socket_path(address)?;
     let helper = std::env::current_exe().context("finding this binary (the runtime's helper)")?;
-    let mut config = RuntimeConfig::new(&args.data_dir.join("agent"), &helper);
-    config.state_dir = args.state_dir;
-    config.cgroup_root = args.cgroup_root;
-    let images = images_dir(&args.data_dir);
+    let mut config = RuntimeConfig::new(&data_dir.join("agent"), &helper);
+    config.state_dir = node.state_dir.clone();
+    config.cgroup_root = node.cgroup_root.clone();
+    let images = images_dir(data_dir);
     let store = Arc::new(
         ImageStore::open(&images)
             .with_context(|| format!("opening the image store {}", images.display()))?,
     );
     let runtime = Runtime::with_images(config, store.clone(), Box::new(LoopbackOnly))
         .context("opening the container runtime")?;
-    let registries = RegistriesConfig::load(&registries_file(&args.data_dir))?;
+    let registries = RegistriesConfig::load(&registries_file(data_dir))?;
     let puller = Puller::new(store, registries)?;
     let runtime = Arc::new(runtime);
-    let streaming = StreamingServer::bind(args.stream_address).await?;
+    let streaming = StreamingServer::bind(node.stream_address).await?;
     let streams = streaming.streams();
     let server = CriServer::bind(&path)?;
     tracing::info!(socket = %path.display(), streams = streams.base_url(), images = %images.display(), cgroups = ?runtime.cgroups().layout(), "serving CRI");
-    let streaming = tokio::spawn(streaming.serve(runtime.clone()));
-    let served = server
-        .serve(
-            Images::new(puller),
-            CriRuntime::new(runtime).with_streaming(streams),
-            shutdown_signal(),
-        )
-        .await;
-    streaming.abort();
-    served?;
-    Ok(())
+    Ok(async move {
+        let streaming = tokio::spawn(streaming.serve(runtime.clone()));
+        let served = server
+            .serve(
+                Images::new(puller),
+                CriRuntime::new(runtime).with_streaming(streams),
+                shutdown,
+            )
+            .await;
+        streaming.abort();
+        served?;
+        Ok(())
+    })
 }
 
 /// Completes at SIGINT or SIGTERM.

@@ -1,17 +1,20 @@
 //! `rkube server`: the control plane and (later) a node on this machine, as k3s's `server`.
 //!
-//! Today the node agent (kubelet, container runtime, networking) is not part of it: `rkube
-//! server` runs the control plane alone and says so at start; `--disable-agent` asks for exactly
-//! that. The node flags (`--node-name`, `--cluster-cidr`, `--cluster-dns`) are checked now, so a
-//! command line that works today keeps working when the agent arrives.
+//! Of the node agent, the container runtime runs in-process today (CRI on
+//! `/run/rkube/cri.sock`, state under `<data-dir>/agent`); the kubelet and networking are not
+//! there yet, which it says at start. `--disable-agent` runs the control plane alone. The node
+//! flags (`--node-name`, `--cluster-cidr`, `--cluster-dns`) are checked now, so a command line
+//! that works today keeps working when the rest of the agent arrives.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use rkube_apiserver::allocator::Cidr;
 
 use super::apiserver::{ApiserverArgs, run_control_plane};
+use super::runtime::NodeRuntimeArgs;
 
 /// `rkube server` flags (DESIGN.md §4).
 #[derive(Args)]
@@ -33,6 +36,13 @@ pub struct ServerArgs {
     /// Do not run the controllers (garbage collector, namespace controller, ...) in-process.
     #[arg(long)]
     disable_controller_manager: bool,
+
+    /// Where the embedded container runtime serves CRI.
+    #[arg(long, default_value = "unix:///run/rkube/cri.sock", hide = true)]
+    cri_address: String,
+
+    #[command(flatten)]
+    runtime: NodeRuntimeArgs,
 }
 
 /// Runs `rkube server` until SIGINT or SIGTERM.
@@ -49,16 +59,43 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if !args.cluster_dns.is_ipv4() {
         anyhow::bail!("--cluster-dns {} must be an IPv4 address", args.cluster_dns);
     }
-    if !args.disable_agent {
+    // The node's runtime starts first: a machine that cannot run containers (not root, no
+    // cgroups) is told so at once, with the flag that runs the control plane alone.
+    let stop_runtime = Arc::new(tokio::sync::Notify::new());
+    let runtime = if args.disable_agent {
+        None
+    } else {
+        let stop = stop_runtime.clone();
+        let serving = super::runtime::start(
+            &args.control_plane.data_dir,
+            &args.cri_address,
+            &args.runtime,
+            async move { stop.notified().await },
+        )
+        .await
+        .context(
+            "starting the node's container runtime (--disable-agent runs the control plane alone)",
+        )?;
         eprintln!(
-            "rkube server: the node agent (kubelet, container runtime, networking) is not available yet; \
-             running the control plane only, as with --disable-agent"
+            "rkube server: the container runtime serves CRI on {}; the kubelet and networking are not available yet",
+            args.cri_address
         );
-    }
-    run_control_plane(
+        Some(tokio::spawn(serving))
+    };
+    let control_plane = run_control_plane(
         args.control_plane,
         "rkube server",
         !args.disable_controller_manager,
     )
-    .await
+    .await;
+    // The runtime stops with the control plane (at the signal, or when it failed to start);
+    // its containers keep running in their shims.
+    stop_runtime.notify_one();
+    if let Some(runtime) = runtime {
+        match runtime.await {
+            Ok(result) => result.context("the container runtime")?,
+            Err(e) => anyhow::bail!("the container runtime task failed: {e}"),
+        }
+    }
+    control_plane
 }
