@@ -406,7 +406,8 @@ pub struct ExecResult {
 pub struct PreparedExec {
     id: String,
     timeout: Option<Duration>,
-    command: Command,
+    helper: PathBuf,
+    args: Vec<std::ffi::OsString>,
     outcome: tempfile::TempPath,
     _process: tempfile::TempPath,
     console: Option<ConsoleSocket>,
@@ -420,9 +421,12 @@ struct ConsoleSocket {
 }
 
 impl PreparedExec {
-    /// The helper to spawn; it passes its stdin, stdout and stderr to the process.
-    pub fn command(&mut self) -> &mut Command {
-        &mut self.command
+    /// The helper to spawn, stdio not yet set; it passes its stdin, stdout and stderr to the
+    /// process.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(&self.helper);
+        command.args(&self.args);
+        command
     }
 
     /// The console socket's listener (once), for an exec with a TTY: the helper connects to
@@ -1312,7 +1316,7 @@ impl Runtime {
         cmd: &[String],
         timeout: Option<Duration>,
     ) -> Result<ExecResult> {
-        let mut exec = self.prepare_exec(id, cmd, timeout, false)?;
+        let exec = self.prepare_exec(id, cmd, timeout, false)?;
         let output = exec
             .command()
             .stdin(Stdio::null())
@@ -1417,12 +1421,11 @@ impl Runtime {
             process: process_file.to_path_buf(),
             console_socket: console.as_ref().map(|c| c.path.clone()),
         };
-        let mut command = Command::new(&self.config.helper);
-        command.args(args.to_args());
         Ok(PreparedExec {
             id: id.to_owned(),
             timeout,
-            command,
+            helper: self.config.helper.clone(),
+            args: args.to_args(),
             outcome,
             _process: process_file,
             console,

@@ -289,7 +289,6 @@ fn handle(
         }
         other => other,
     };
-    let v5 = protocol == V5_PROTOCOL;
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
@@ -313,8 +312,8 @@ fn handle(
         };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         match pending {
-            Pending::Exec(exec) => exec_session(ws, runtime, exec, v5).await,
-            Pending::Attach(attach) => attach_session(ws, runtime, attach, v5).await,
+            Pending::Exec(exec) => exec_session(ws, runtime, exec).await,
+            Pending::Attach(attach) => attach_session(ws, runtime, attach).await,
             Pending::PortForward(pf) => port_forward_session(ws, runtime, pf).await,
         }
     });
@@ -459,10 +458,11 @@ async fn finish(tx: mpsc::Sender<Message>, writer: tokio::task::JoinHandle<()>, 
     let _ = writer.await;
 }
 
-async fn exec_session(ws: Ws, runtime: Arc<Runtime>, request: cri::ExecRequest, v5: bool) {
+/// One exec stream. v5's close signal and v4's lack of it need no difference here: stdin
+/// closes at the signal or when the client goes.
+async fn exec_session(ws: Ws, runtime: Arc<Runtime>, request: cri::ExecRequest) {
     let (sink, stream) = ws.split();
     let (tx, writer) = frame_writer(sink);
-    let _ = v5; // v5 only adds the close signal, which read_input understands either way.
     let status = match run_exec(&tx, stream, runtime, request).await {
         Ok(0) => protocol::success(),
         Ok(code) => protocol::exit_code_failure(code),
@@ -489,26 +489,21 @@ async fn run_exec(
             .map_err(|e| crate::error_chain(&e))?;
     let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
     let console = prepared.take_console();
-    {
-        let command = prepared.command();
-        if tty {
-            command
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-        } else {
-            command
-                .stdin(piped(request.stdin))
-                .stdout(piped(request.stdout))
-                .stderr(piped(request.stderr));
-        }
+    let mut command = tokio::process::Command::from(prepared.command());
+    if tty {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+    } else {
+        command
+            .stdin(piped(request.stdin))
+            .stdout(piped(request.stdout))
+            .stderr(piped(request.stderr));
     }
-    let mut child = tokio::process::Command::from(std::mem::replace(
-        prepared.command(),
-        std::process::Command::new("/nonexistent"),
-    ))
-    .spawn()
-    .map_err(|e| format!("starting the exec helper: {e}"))?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("starting the exec helper: {e}"))?;
     if request.stdout || request.stderr {
         // As upstream: an empty frame tells the client the streams are ready.
         let _ = tx
@@ -605,7 +600,7 @@ async fn receive_terminal(
 /// Attach streams what the container writes from now on (read from its CRI log as the shim
 /// writes it) until the container exits. Containers never get a stdin or a TTY here
 /// (`CreateContainer` refuses both), so there is nothing to write to.
-async fn attach_session(ws: Ws, runtime: Arc<Runtime>, request: cri::AttachRequest, _v5: bool) {
+async fn attach_session(ws: Ws, runtime: Arc<Runtime>, request: cri::AttachRequest) {
     let (sink, mut stream) = ws.split();
     let (tx, writer) = frame_writer(sink);
     let running = |runtime: Arc<Runtime>, id: String| async move {
