@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_cri::v1 as cri;
 use rkube_runtime::cri::client::CriClient;
 use rkube_testsupport::containerd::Containerd;
-use rkube_testsupport::registry::{Layout, Registry, busybox_entries, push_pause_image};
+use rkube_testsupport::registry::{Entry, Layout, Registry, busybox_entries, push_pause_image};
 
 mod common;
 use common::{RkubeRuntime, eventually};
@@ -1153,6 +1153,131 @@ async fn the_stream_scenario_gives_the_same_answers_from_rkube_and_containerd() 
     let containerd = Containerd::start_for_pods(&[registry.host()], &pause);
     let logs = work.path().join("logs-containerd");
     let theirs = stream_scenario(&containerd.socket(), &registry, "containerd", &logs).await;
+    assert_eq!(
+        theirs,
+        ours,
+        "containerd and rkube differ: {}",
+        containerd.log()
+    );
+}
+
+/// Pushes `library/layered:v1` (busybox, then a layer with files and a directory, then one
+/// deleting a file by whiteout and replacing the directory's contents by an opaque whiteout)
+/// and `library/multi:latest` (an index of two platforms whose manifests differ in one file).
+fn push_layered_images(registry: &Registry, dir: &Path) {
+    let arch = rkube_runtime::image::pull::this_platform().1;
+    let mut layout = Layout::new(&dir.join("layered"));
+    let busybox = layout.layer(&busybox_entries(&[
+        "sh", "sleep", "cat", "ls", "test", "echo",
+    ]));
+    let files = layout.layer(&[
+        Entry::Dir("etc/"),
+        Entry::File("etc/keep".into(), b"kept\n".to_vec(), 0o644),
+        Entry::File("etc/gone".into(), b"deleted later\n".to_vec(), 0o644),
+        Entry::Dir("opt/"),
+        Entry::File("opt/old".into(), b"old\n".to_vec(), 0o644),
+    ]);
+    let deletions = layout.layer(&[
+        Entry::Dir("etc/"),
+        Entry::File("etc/.wh.gone".into(), Vec::new(), 0o644),
+        Entry::Dir("opt/"),
+        Entry::File("opt/.wh..wh..opq".into(), Vec::new(), 0o644),
+        Entry::File("opt/new".into(), b"new\n".to_vec(), 0o644),
+    ]);
+    layout.image(
+        arch,
+        &[busybox.clone(), files, deletions],
+        serde_json::json!({"Env": ["PATH=/bin"], "Cmd": ["sleep", "3600"]}),
+    );
+    registry.push(&layout.finish(), "library/layered:v1");
+
+    let mut layout = Layout::new(&dir.join("multi"));
+    let other = if arch == "amd64" { "arm64" } else { "amd64" };
+    let ours = layout.layer(&[Entry::File("arch".into(), b"this one\n".to_vec(), 0o644)]);
+    let theirs = layout.layer(&[Entry::File("arch".into(), b"the other\n".to_vec(), 0o644)]);
+    let config = serde_json::json!({"Env": ["PATH=/bin"], "Cmd": ["sleep", "3600"]});
+    layout.image(arch, &[busybox.clone(), ours], config.clone());
+    layout.image(other, &[busybox, theirs], config);
+    registry.push(&layout.finish(), "library/multi:latest");
+}
+
+/// Whiteouts, opaque directories and platform choice, seen from inside containers: what each
+/// container's file system shows.
+async fn layers_scenario(
+    socket: &Path,
+    registry: &Registry,
+    runtime: &str,
+    logs: &Path,
+) -> Vec<String> {
+    let ScenarioPod {
+        mut client,
+        config,
+        id,
+        cgroup_parent,
+        ..
+    } = scenario_pod(socket, registry, runtime, logs, "layers").await;
+    let mut seen = Vec::new();
+    for name in ["library/layered:v1", "library/multi:latest"] {
+        let image = format!("{}/{name}", registry.host());
+        client
+            .images
+            .pull_image(cri::PullImageRequest {
+                image: spec(&image),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{runtime}: pull {name}: {e}"));
+        let mut container = sh_container(name.split(['/', ':']).nth(1).unwrap(), &image, "");
+        container.command = Vec::new();
+        let rt = &mut client.runtime;
+        let cid = start_container(rt, &id, &config, container, runtime).await;
+        let out = eventually(&format!("{runtime}: {name} runs"), async || {
+            exec_sh(
+                rt,
+                &cid,
+                "test -e /etc/gone && echo gone-is-there; cat /etc/keep /arch 2>/dev/null; ls /opt 2>/dev/null; true",
+                10,
+            )
+            .await
+            .ok()
+            .filter(|o| o.exit_code == 0)
+        })
+        .await;
+        seen.push(text(&out.stdout));
+    }
+    let rt = &mut client.runtime;
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .unwrap();
+    remove_cgroup_parent(&cgroup_parent);
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whiteouts_and_platforms_give_the_same_file_systems_on_rkube_and_containerd() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    push_pod_images(&registry, work.path());
+    push_layered_images(&registry, work.path());
+
+    let rkube = RkubeRuntime::start(&registry);
+    let ours = layers_scenario(&rkube.socket(), &registry, "rkube", &work.path().join("l1")).await;
+    assert_eq!(ours, ["kept\nnew\n", "this one\n"], "rkube");
+
+    let pause = format!("{}/library/pause:1", registry.host());
+    let containerd = Containerd::start_for_pods(&[registry.host()], &pause);
+    let theirs = layers_scenario(
+        &containerd.socket(),
+        &registry,
+        "containerd",
+        &work.path().join("l2"),
+    )
+    .await;
     assert_eq!(
         theirs,
         ours,
