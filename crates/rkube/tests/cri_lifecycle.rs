@@ -14,7 +14,8 @@ use rkube_testsupport::registry::{Entry, Layout, Registry, busybox_entries};
 use tonic::Code;
 
 mod common;
-use common::{RkubeRuntime, alive, assert_clean_failure, eventually};
+use common::{RkubeRuntime, assert_clean_failure, eventually};
+use rkube_testsupport::procs::{alive, mounts_under, processes_naming};
 
 const APPLETS: &[&str] = &[
     "sh", "sleep", "true", "echo", "head", "tr", "seq", "cat", "test", "hostname", "readlink",
@@ -451,10 +452,7 @@ async fn a_hundred_create_start_remove_cycles_leak_nothing() {
                 !common::cgroup_dirs(&cgroup).is_empty(),
                 "no cgroup {cgroup}"
             );
-            assert!(
-                !common::mounts_under(&rkube.data_dir()).is_empty(),
-                "no root mount"
-            );
+            assert!(!mounts_under(&rkube.data_dir()).is_empty(), "no root mount");
         }
         pod.client
             .runtime
@@ -489,10 +487,7 @@ async fn a_hundred_create_start_remove_cycles_leak_nothing() {
     pod.remove().await;
 
     let data = rkube.data_dir();
-    assert_eq!(
-        common::mounts_under(&data),
-        Vec::<std::path::PathBuf>::new()
-    );
+    assert_eq!(mounts_under(&data), Vec::<std::path::PathBuf>::new());
     // Only the (empty) root the runtime was given may remain, in each hierarchy.
     let root = rkube.cgroup_root.trim_start_matches('/');
     let cgroups: Vec<_> = common::cgroup_dirs(&rkube.cgroup_root)
@@ -513,7 +508,7 @@ async fn a_hundred_create_start_remove_cycles_leak_nothing() {
         assert!(left.is_empty(), "left in {}: {left:?}", dir.display());
     }
     assert_eq!(
-        common::processes_naming(&data.join("agent/containers")),
+        processes_naming(&data.join("agent/containers")),
         Vec::<u32>::new(),
         "shims left"
     );
@@ -648,7 +643,7 @@ async fn a_layer_that_is_not_a_tar_fails_create_container_with_a_clear_error() {
     );
     assert!(pod.container_ids().await.is_empty());
     let data = rkube.data_dir();
-    assert!(common::mounts_under(&data.join("agent/containers")).is_empty());
+    assert!(mounts_under(&data.join("agent/containers")).is_empty());
     // Layers appear whole or not at all: no staging directory, nothing half unpacked.
     for entry in std::fs::read_dir(data.join("agent/layers"))
         .unwrap()

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::procs::{kill_all, processes, unmount_all_under};
+
 /// A containerd with its own root, state and socket under a temporary directory. Killed on drop,
 /// with the shims and containers a failed test left and their mounts.
 pub struct Containerd {
@@ -153,51 +155,10 @@ impl Drop for Containerd {
             cmdline.contains(&self.dir.path().display().to_string()) && cmdline.contains("shim")
         });
         let children = processes(|ppid, _| shims.contains(&ppid));
-        for pids in [children, shims] {
-            if !pids.is_empty() {
-                let _ = Command::new("kill")
-                    .arg("-KILL")
-                    .args(pids.iter().map(u32::to_string))
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
-        // Snapshots, root filesystems and /dev/shm of pods may still be mounted; unmount them,
-        // deepest first, before the directory goes.
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut mounts: Vec<&str> = mountinfo
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| Path::new(m).starts_with(self.dir.path()))
-            .collect();
-        mounts.sort_unstable_by(|a, b| b.cmp(a));
-        for mount in mounts {
-            let _ = Command::new("umount")
-                .arg("--lazy")
-                .arg(mount)
-                .stderr(Stdio::null())
-                .status();
-        }
+        kill_all(&children);
+        kill_all(&shims);
+        // Snapshots, root filesystems and /dev/shm of pods may still be mounted; unmount them
+        // before the directory goes.
+        unmount_all_under(self.dir.path());
     }
-}
-
-/// The processes whose parent PID and command line (arguments joined by spaces) `select`.
-fn processes(select: impl Fn(u32, &str) -> bool) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // Fields after the command name, which may hold spaces: state, ppid, ...
-            let ppid = stat
-                .rfind(')')
-                .and_then(|end| stat[end + 2..].split(' ').nth(1)?.parse().ok());
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            ppid.is_some_and(|ppid| select(ppid, &cmdline))
-        })
-        .collect()
 }

@@ -6,6 +6,7 @@
 //! `--unsafe-no-fsync`), the same gRPC API, real crashes and restarts.
 
 pub mod containerd;
+pub mod procs;
 pub mod registry;
 pub mod tls;
 

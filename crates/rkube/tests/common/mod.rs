@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use rkube_testsupport::procs::{alive, kill_all, processes_naming, unmount_all_under};
+
 /// Writes `text` to `dir/name`; returns the path as a string, for command lines.
 pub fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
@@ -381,58 +383,16 @@ fn clean_up(dir: &Path, cgroup_root: &str) {
         pids.extend(procs.lines().filter_map(|l| l.parse::<u32>().ok()));
     }
     if !pids.is_empty() {
-        let _ = Command::new("kill")
-            .arg("-KILL")
-            .args(pids.iter().map(u32::to_string))
-            .stderr(Stdio::null())
-            .status();
+        kill_all(&pids);
         let started = Instant::now();
         while pids.iter().any(|&p| alive(p)) && started.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    for mount in mounts_under(dir).iter().rev() {
-        let _ = Command::new("umount").arg("-l").arg(mount).status();
-    }
+    unmount_all_under(dir);
     for cgroup in cgroup_dirs() {
         let _ = std::fs::remove_dir(cgroup);
     }
-}
-
-/// Whether process `pid` exists and is not a zombie.
-pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let state = stat[stat.rfind(')')? + 2..].chars().next()?;
-            Some(state != 'Z')
-        })
-        .unwrap_or(false)
-}
-
-/// Live processes (not this one) whose command line names `path` or something under it.
-pub fn processes_naming(path: &Path) -> Vec<u32> {
-    let needle = path.as_os_str().as_encoded_bytes();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != std::process::id() && alive(pid))
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|cmd| cmd.windows(needle.len()).any(|w| w == needle))
-        })
-        .collect()
-}
-
-/// Mount points at or under `dir`, in mount order.
-pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
-        .filter(|m| m.starts_with(dir))
-        .collect()
 }
 
 /// The mount points of every cgroup hierarchy: each v1 controller's, named ones, and v2's.
