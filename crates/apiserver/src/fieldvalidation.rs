@@ -136,6 +136,28 @@ pub fn decode_and_validate(
     }
 }
 
+/// Validates the fields of an object built on the server (a patch's result) against `schema`,
+/// as [`decode_and_validate`] does a body: unknown fields are dropped, and reported as `mode`
+/// asks.
+pub fn validate_value(
+    mut object: Value,
+    schema: SchemaNode<'_>,
+    mode: FieldValidation,
+) -> Result<Decoded, FieldValidationError> {
+    let mut problems = Vec::new();
+    prune_unknown(&mut object, schema, String::new(), &mut problems);
+    match mode {
+        FieldValidation::Strict if !problems.is_empty() => {
+            Err(FieldValidationError::Strict(problems))
+        }
+        FieldValidation::Ignore => Ok(Decoded {
+            object,
+            problems: Vec::new(),
+        }),
+        _ => Ok(Decoded { object, problems }),
+    }
+}
+
 /// Decodes JSON or YAML into a value, noting duplicate fields.
 pub fn decode(
     body: &[u8],

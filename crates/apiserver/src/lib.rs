@@ -9,6 +9,7 @@
 //! [`server::Apiserver`], then [`rest::serve`].
 
 pub mod allocator;
+pub mod apiextensions;
 pub mod authn;
 pub mod discovery;
 pub mod fieldvalidation;

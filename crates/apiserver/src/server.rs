@@ -67,6 +67,8 @@ struct AppState {
     hooks: Arc<Hooks>,
     token: Option<Arc<ServerToken>>,
     metrics: Arc<Metrics>,
+    /// Set once the apiextensions controller has published the stored CRDs.
+    crds_synced: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the cluster's configuration gives the server.
@@ -135,6 +137,8 @@ impl Apiserver {
             .map_err(|e| ServeError::Bootstrap(e.message))?;
         let mut hooks = Hooks::none();
         hooks.insert("", "services", allocator);
+        let hooks = Arc::new(hooks);
+        let crds_synced = crate::apiextensions::start(objects.clone(), hooks.clone());
         Ok(Apiserver {
             listener,
             acceptor,
@@ -142,7 +146,8 @@ impl Apiserver {
                 AppState {
                     store,
                     objects,
-                    hooks: Arc::new(hooks),
+                    hooks,
+                    crds_synced,
                     token: options.token.map(Arc::new),
                     metrics,
                 },
@@ -354,7 +359,8 @@ async fn live() -> &'static str {
     "ok"
 }
 
-/// `/readyz`: ready when the store answers. `?verbose` lists the checks as upstream does.
+/// `/readyz`: ready when the store answers and the stored CRDs are served (upstream's
+/// `crd-informer-synced`). `?verbose` lists the checks as upstream does.
 async fn ready(
     State(state): State<AppState>,
     Query(query): Query<std::collections::HashMap<String, String>>,
@@ -363,18 +369,32 @@ async fn ready(
         tokio::time::timeout(Duration::from_secs(2), state.store.current_revision()).await,
         Ok(Ok(_))
     );
-    let verbose = query.contains_key("verbose");
-    let (code, body) = match (store_ok, verbose) {
-        (true, false) => (StatusCode::OK, "ok".to_owned()),
-        (true, true) => (
-            StatusCode::OK,
-            "[+]ping ok\n[+]etcd ok\nreadyz check passed\n".to_owned(),
-        ),
-        (false, _) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "[+]ping ok\n[-]etcd failed: reason withheld\nreadyz check failed\n".to_owned(),
-        ),
+    let crds_ok = state.crds_synced.load(std::sync::atomic::Ordering::Acquire);
+    let mut body = String::from("[+]ping ok\n");
+    body.push_str(if store_ok {
+        "[+]etcd ok\n"
+    } else {
+        "[-]etcd failed: reason withheld\n"
+    });
+    body.push_str(if crds_ok {
+        "[+]poststarthook/crd-informer-synced ok\n"
+    } else {
+        "[-]poststarthook/crd-informer-synced failed: reason withheld\n"
+    });
+    let ok = store_ok && crds_ok;
+    body.push_str(if ok {
+        "readyz check passed\n"
+    } else {
+        "readyz check failed\n"
+    });
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
     };
+    if ok && !query.contains_key("verbose") {
+        body = "ok".to_owned();
+    }
     (code, body).into_response()
 }
 

@@ -3,7 +3,10 @@
 //! store prefix upstream's etcd layout uses. Discovery, routing and the REST handlers all read
 //! this one table.
 
+use std::sync::{Arc, RwLock};
+
 use super::Strategy;
+use super::apiextensions::customresourcedefinition::CustomResourceDefinitionStrategy;
 use super::apps::{deployment::DeploymentStrategy, replicaset::ReplicaSetStrategy};
 use super::coordination::lease::LeaseStrategy;
 use super::core::{
@@ -458,7 +461,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         "/registry/services/specs",
         &ServiceStrategy,
     ),
-    // apiextensions.k8s.io/v1 (stored and served; CRs from them come with the CRD work)
+    // apiextensions.k8s.io/v1
     res(
         "apiextensions.k8s.io",
         "v1",
@@ -471,7 +474,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         &["api-extensions"],
         &[status("CustomResourceDefinition")],
         "/registry/apiextensions.k8s.io/customresourcedefinitions",
-        G,
+        &CustomResourceDefinitionStrategy,
     ),
     // apps/v1
     res(
@@ -795,17 +798,41 @@ pub static RESOURCES: &[ResourceInfo] = &[
     ),
 ];
 
-/// The resource `plural` of `group`/`version`.
-pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
+/// The custom resources being served, in discovery order (group, then version priority);
+/// replaced as a whole by the apiextensions controller.
+static CUSTOM: RwLock<Option<Arc<Vec<&'static ResourceInfo>>>> = RwLock::new(None);
+
+/// Replaces the served custom resources.
+pub fn set_custom(resources: Vec<&'static ResourceInfo>) {
+    *CUSTOM.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(resources));
+}
+
+/// The custom resources being served.
+pub fn custom() -> Arc<Vec<&'static ResourceInfo>> {
+    CUSTOM
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_default()
+}
+
+/// Every served resource: the built-ins, then the custom resources.
+pub fn all() -> impl Iterator<Item = &'static ResourceInfo> {
+    let custom = custom();
     RESOURCES
         .iter()
-        .find(|r| r.group == group && r.version == version && r.plural == plural)
+        .chain((0..custom.len()).map(move |i| custom[i]))
+}
+
+/// The resource `plural` of `group`/`version`.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
+    all().find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// The served groups, each with its versions, in discovery order (core is `""`).
 pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
     let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
-    for r in RESOURCES {
+    for r in all() {
         match out.iter_mut().find(|(g, _)| *g == r.group) {
             Some((_, versions)) => {
                 if !versions.contains(&r.version) {
@@ -821,51 +848,51 @@ pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
 /// The resources of one group-version.
 pub fn resources_of(group: &str, version: &str) -> impl Iterator<Item = &'static ResourceInfo> {
     let (group, version) = (group.to_owned(), version.to_owned());
-    RESOURCES
-        .iter()
-        .filter(move |r| r.group == group && r.version == version)
+    all().filter(move |r| r.group == group && r.version == version)
 }
 
-/// The served resources as the OpenAPI documents describe them.
+/// The built-in resources as the OpenAPI documents describe them.
 pub fn served_resources() -> Vec<crate::openapi::ServedResource> {
+    RESOURCES.iter().map(served_resource).collect()
+}
+
+/// One resource as the OpenAPI documents describe it.
+pub fn served_resource(info: &ResourceInfo) -> crate::openapi::ServedResource {
     use crate::openapi::{GroupVersionKind, ServedResource, ServedSubresource};
-    RESOURCES
-        .iter()
-        .map(|info| ServedResource {
-            group: info.group.into(),
-            version: info.version.into(),
-            kind: info.kind.into(),
-            plural: info.plural.into(),
-            namespaced: info.namespaced,
-            verbs: info.verbs.iter().map(|v| (*v).into()).collect(),
-            subresources: info
-                .subresources
-                .iter()
-                .map(|sub| ServedSubresource {
-                    name: sub.name.into(),
-                    kind: GroupVersionKind::new(
-                        if sub.group.is_empty() && sub.version.is_empty() {
-                            info.group
-                        } else {
-                            sub.group
-                        },
-                        if sub.version.is_empty() {
-                            info.version
-                        } else {
-                            sub.version
-                        },
-                        if sub.kind.is_empty() {
-                            info.kind
-                        } else {
-                            sub.kind
-                        },
-                    ),
-                    verbs: sub.verbs.iter().map(|v| (*v).into()).collect(),
-                })
-                .collect(),
-            strategic_merge_patch: true,
-        })
-        .collect()
+    ServedResource {
+        group: info.group.into(),
+        version: info.version.into(),
+        kind: info.kind.into(),
+        plural: info.plural.into(),
+        namespaced: info.namespaced,
+        verbs: info.verbs.iter().map(|v| (*v).into()).collect(),
+        subresources: info
+            .subresources
+            .iter()
+            .map(|sub| ServedSubresource {
+                name: sub.name.into(),
+                kind: GroupVersionKind::new(
+                    if sub.group.is_empty() && sub.version.is_empty() {
+                        info.group
+                    } else {
+                        sub.group
+                    },
+                    if sub.version.is_empty() {
+                        info.version
+                    } else {
+                        sub.version
+                    },
+                    if sub.kind.is_empty() {
+                        info.kind
+                    } else {
+                        sub.kind
+                    },
+                ),
+                verbs: sub.verbs.iter().map(|v| (*v).into()).collect(),
+            })
+            .collect(),
+        strategic_merge_patch: info.strategy.strategic_merge_patch(),
+    }
 }
 
 #[cfg(test)]

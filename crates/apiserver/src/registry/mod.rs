@@ -7,6 +7,7 @@
 //! every resource shares are in [`meta`]. Objects are `serde_json::Value` throughout, so a
 //! CustomResourceDefinition can later supply a strategy built at run time and take the same road.
 
+pub mod apiextensions;
 pub mod apps;
 pub mod catalog;
 pub mod coordination;
@@ -82,6 +83,32 @@ impl Column {
     }
 }
 
+/// Where a scalable resource keeps what its `scale` subresource shows, as JSON pointers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScalePaths {
+    /// The desired replicas (`/spec/replicas`).
+    pub spec_replicas: String,
+    /// The observed replicas (`/status/replicas`).
+    pub status_replicas: String,
+    /// The selector, if any.
+    pub label_selector: Option<String>,
+    /// Whether the selector is already text (a custom resource's `labelSelectorPath`) rather
+    /// than a `LabelSelector` object (workloads).
+    pub selector_is_text: bool,
+}
+
+impl ScalePaths {
+    /// The paths of the built-in workloads.
+    pub fn workload() -> Self {
+        Self {
+            spec_replicas: "/spec/replicas".into(),
+            status_replicas: "/status/replicas".into(),
+            label_selector: Some("/spec/selector".into()),
+            selector_is_text: false,
+        }
+    }
+}
+
 /// A resource's own rules. Every hook has the generic behaviour as its default, so a resource
 /// states only where it differs. Hooks see whole objects as JSON; the generic path has already
 /// applied the [`meta`] rules.
@@ -101,6 +128,23 @@ pub trait Strategy: Send + Sync + 'static {
     /// `/status` write keeps everything else.
     fn has_status(&self) -> bool {
         true
+    }
+
+    /// Whether PATCH takes `application/strategic-merge-patch+json` (built-ins; custom
+    /// resources have no patch strategies, and upstream answers 415 for them).
+    fn strategic_merge_patch(&self) -> bool {
+        true
+    }
+
+    /// Validation of a `/status` write (the whole resulting object); built-ins check nothing
+    /// there yet, custom resources check their schema.
+    fn validate_status(&self, _obj: &Value) -> FieldErrors {
+        Vec::new()
+    }
+
+    /// Where the `scale` subresource reads and writes, for resources that have one.
+    fn scale_paths(&self) -> Option<ScalePaths> {
+        Some(ScalePaths::workload())
     }
 
     /// Whether `metadata.generation` is kept (1 at create, +1 when the spec changes).

@@ -16,8 +16,30 @@ pub fn age(obj: &Value) -> Value {
     Value::String(since(created))
 }
 
+thread_local! {
+    /// Whether [`since`] leaves a marker instead of the age (see [`with_deferred_ages`]).
+    static DEFER_AGES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// What a deferred age cell holds before [`AGE_MARKER`]'s timestamp; control characters, so no
+/// real cell can look like it.
+pub const AGE_MARKER: &str = "\u{1}age\u{1}";
+
+/// Runs `render` with every [`since`] cell left as [`AGE_MARKER`] + the timestamp, for rows
+/// that are kept and shown again later (the watch cache's): the age is filled in each time the
+/// row is shown, or it would stay what it was when first rendered.
+pub fn with_deferred_ages<T>(render: impl FnOnce() -> T) -> T {
+    DEFER_AGES.with(|d| d.set(true));
+    let out = render();
+    DEFER_AGES.with(|d| d.set(false));
+    out
+}
+
 /// How long ago an RFC 3339 timestamp was, as kubectl shows durations; `<unknown>` if unset.
 pub fn since(timestamp: &str) -> String {
+    if DEFER_AGES.with(std::cell::Cell::get) {
+        return format!("{AGE_MARKER}{timestamp}");
+    }
     match OffsetDateTime::parse(timestamp, &Rfc3339) {
         Ok(t) => human_duration((OffsetDateTime::now_utc() - t).whole_seconds()),
         Err(_) => "<unknown>".into(),

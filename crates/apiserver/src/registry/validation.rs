@@ -139,7 +139,8 @@ impl FieldError {
     /// The error without its field: what a `Status` cause's `message` holds.
     pub fn body(&self) -> String {
         let mut text = self.kind.text().to_owned();
-        if self.kind.shows_value() {
+        // A count that was given is shown, as upstream's `TooMany` does.
+        if self.kind.shows_value() || (self.kind == ErrorType::TooMany && !self.value.is_null()) {
             text.push_str(": ");
             text.push_str(&print_value(&self.value));
         }

@@ -61,7 +61,52 @@ pub struct Cached {
     pub revision: Revision,
     json: Bytes,
     /// kubectl's `Table` row with `PartialObjectMetadata`, for the resource named first.
-    row: OnceLock<(String, Bytes)>,
+    row: OnceLock<(String, RowTemplate)>,
+}
+
+/// A rendered `Table` row whose age cells are filled in when it is written.
+struct RowTemplate(Vec<Segment>);
+
+enum Segment {
+    Text(Bytes),
+    /// The age of this RFC 3339 timestamp, as a JSON string.
+    Age(String),
+}
+
+impl RowTemplate {
+    /// Splits a row rendered under [`crate::registry::table::with_deferred_ages`] at its age
+    /// markers (which JSON writes as `"\u0001age\u0001<timestamp>"`).
+    fn new(json: &[u8]) -> RowTemplate {
+        const MARKER: &[u8] = br#""\u0001age\u0001"#;
+        let mut segments = Vec::new();
+        let mut rest = json;
+        while let Some(at) = rest.windows(MARKER.len()).position(|w| w == MARKER) {
+            let after = &rest[at + MARKER.len()..];
+            let Some(end) = after.iter().position(|b| *b == b'"') else {
+                break;
+            };
+            segments.push(Segment::Text(Bytes::copy_from_slice(&rest[..at])));
+            segments.push(Segment::Age(
+                String::from_utf8_lossy(&after[..end]).into_owned(),
+            ));
+            rest = &after[end + 1..];
+        }
+        segments.push(Segment::Text(Bytes::copy_from_slice(rest)));
+        RowTemplate(segments)
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        for segment in &self.0 {
+            match segment {
+                Segment::Text(bytes) => out.extend_from_slice(bytes),
+                Segment::Age(timestamp) => {
+                    out.push(b'"');
+                    out.extend_from_slice(crate::registry::table::since(timestamp).as_bytes());
+                    out.push(b'"');
+                }
+            }
+        }
+    }
 }
 
 impl Cached {
@@ -85,23 +130,26 @@ impl Cached {
         serde_json::from_slice(&self.json).unwrap_or(Value::Null)
     }
 
-    /// The object's `Table` row with its `PartialObjectMetadata` as JSON, made once (for the
-    /// resource it is first listed as; another version's columns are made each time).
-    pub fn metadata_row_json(&self, info: &crate::registry::ResourceInfo) -> Bytes {
+    /// Appends the object's `Table` row with its `PartialObjectMetadata` as JSON to `out`: made
+    /// once (for the resource it is first listed as; another version's columns are made each
+    /// time), with its ages worked out each time.
+    pub fn write_metadata_row(&self, info: &crate::registry::ResourceInfo, out: &mut Vec<u8>) {
         let id = format!("{}/{}/{}", info.group, info.version, info.plural);
         let make = || {
-            let row = super::render::table_row(
-                info,
-                &self.value(),
-                super::render::IncludeObject::Metadata,
-            );
-            Bytes::from(serde_json::to_vec(&row).unwrap_or_default())
+            crate::registry::table::with_deferred_ages(|| {
+                let row = super::render::table_row(
+                    info,
+                    &self.value(),
+                    super::render::IncludeObject::Metadata,
+                );
+                RowTemplate::new(&serde_json::to_vec(&row).unwrap_or_default())
+            })
         };
-        let (cached_for, bytes) = self.row.get_or_init(|| (id.clone(), make()));
+        let (cached_for, template) = self.row.get_or_init(|| (id.clone(), make()));
         if *cached_for == id {
-            bytes.clone()
+            template.write(out);
         } else {
-            make()
+            make().write(out);
         }
     }
 
@@ -610,6 +658,41 @@ mod tests {
         }
         assert!(cache.wait_fresh(&*store).await);
         (dir, store, cache)
+    }
+
+    #[test]
+    fn kept_table_rows_show_the_age_at_each_listing() {
+        let created = (time::OffsetDateTime::now_utc() - time::Duration::seconds(30))
+            .replace_nanosecond(0)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let deployments = crate::registry::catalog::find("apps", "v1", "deployments").unwrap();
+        let obj = Cached::new(
+            "/registry/deployments/default/web".into(),
+            7,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": "default", "creationTimestamp": created},
+                "spec": {"replicas": 1}}),
+        );
+        let row = |obj: &Cached| {
+            let mut out = Vec::new();
+            obj.write_metadata_row(deployments, &mut out);
+            serde_json::from_slice::<Value>(&out).unwrap()
+        };
+        let first = row(&obj);
+        let cells = first["cells"].as_array().unwrap();
+        assert!(
+            cells
+                .iter()
+                .any(|c| matches!(c.as_str(), Some("30s" | "31s" | "32s"))),
+            "{cells:?}"
+        );
+        assert!(!first.to_string().contains("age\\u0001"), "{first}");
+        assert_eq!(first["object"]["metadata"]["name"], "web");
+        // The kept row is the same row, its age worked out again.
+        assert!(matches!(obj.row.get(), Some((_, t)) if t.0.len() == 3));
+        assert_eq!(row(&obj)["cells"].as_array().unwrap().len(), cells.len());
     }
 
     const SMALL: RingLimits = RingLimits {

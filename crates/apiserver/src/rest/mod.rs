@@ -676,6 +676,10 @@ fn admit_status_update(info: &ResourceInfo, new: Value, old: &Value) -> Result<V
             }
         }
     }
+    let errors = info.strategy.validate_status(&result);
+    if !errors.is_empty() {
+        return Err(invalid(info, str_at(old, "/metadata/name"), &errors));
+    }
     Ok(result)
 }
 
@@ -1026,7 +1030,7 @@ impl Api<'_> {
                 if i > 0 {
                     body.push(b',');
                 }
-                body.extend_from_slice(&obj.metadata_row_json(info));
+                obj.write_metadata_row(info, &mut body);
             }
             body.extend_from_slice(b"]}");
             return Some(negotiate::respond_json_bytes(StatusCode::OK, body));
@@ -1230,6 +1234,13 @@ impl Api<'_> {
                     ApiError::bad_request(format!("the merge patch is not valid JSON: {e}"))
                 })?)
             }
+            "application/strategic-merge-patch+json" if !info.strategy.strategic_merge_patch() => {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                ));
+            }
             "application/strategic-merge-patch+json" => {
                 Kind::Strategic(serde_json::from_slice(body).map_err(|e| {
                     ApiError::bad_request(format!(
@@ -1261,7 +1272,12 @@ impl Api<'_> {
                 subresource,
             },
         };
-        let change = move |current: &Value| -> Result<Value, ApiError> {
+        let mode = crate::fieldvalidation::FieldValidation::parse(
+            query.get("fieldValidation").map_or("", String::as_str),
+        )
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let found = std::sync::Mutex::new(Vec::new());
+        let change = |current: &Value| -> Result<Value, ApiError> {
             let mut doc = current.clone();
             match &kind {
                 Kind::Apply { config, force } => {
@@ -1320,6 +1336,26 @@ impl Api<'_> {
                     })?
                 }
             }
+            // A patch's result is checked as a body would be: unknown fields it brought are
+            // dropped, warned about or refused (an apply checked its configuration already).
+            if !matches!(kind, Kind::Apply { .. })
+                && let Some(schema) = schemas.for_kind(&gvk)
+            {
+                let checked =
+                    crate::fieldvalidation::validate_value(doc, schema, mode).map_err(|err| {
+                        ApiError::new(
+                            StatusCode::from_u16(err.http_status())
+                                .unwrap_or(StatusCode::BAD_REQUEST),
+                            "BadRequest",
+                            format!(
+                                "{} in version {:?} cannot be handled as a {}: {err}",
+                                info.kind, info.version, info.kind
+                            ),
+                        )
+                    })?;
+                *found.lock().unwrap_or_else(|p| p.into_inner()) = checked.warnings();
+                doc = checked.object;
+            }
             meta::check_type(&mut doc, info)?;
             meta::set_namespace(&mut doc, info, namespace.as_deref())?;
             if str_at(&doc, "/metadata/name") != name {
@@ -1337,6 +1373,7 @@ impl Api<'_> {
         let response = self
             .write(target, query, accept, None, record, change)
             .await?;
+        warnings.extend(found.into_inner().unwrap_or_else(|p| p.into_inner()));
         Ok(with_warnings(response, &warnings))
     }
 

@@ -33,7 +33,11 @@ pub(super) async fn serve(
     match (sub, verb) {
         ("scale", "get") => {
             let (obj, _) = main_object(api, target).await?;
-            Ok(negotiate::respond(StatusCode::OK, &scale_of(&obj), accept))
+            Ok(negotiate::respond(
+                StatusCode::OK,
+                &scale_of(target.info, &obj),
+                accept,
+            ))
         }
         ("scale", "update" | "patch") => {
             let body = read_body(headers, body).await?;
@@ -55,7 +59,7 @@ pub(super) async fn serve(
                 read_plain_object(headers, &body)?
             } else {
                 let (obj, _) = main_object(api, target).await?;
-                patch_scale(&scale_of(&obj), headers, &body)?
+                patch_scale(&scale_of(target.info, &obj), headers, &body)?
             };
             update_scale(api, target, scale, dry, record, accept).await
         }
@@ -170,8 +174,21 @@ pub fn selector_string(selector: Option<&Value>) -> String {
     parts.join(",")
 }
 
-fn scale_of(obj: &Value) -> Value {
+/// Where `info` keeps its replicas and selector (the workload paths when it says nothing).
+fn scale_paths(info: &crate::registry::ResourceInfo) -> crate::registry::ScalePaths {
+    info.strategy
+        .scale_paths()
+        .unwrap_or_else(crate::registry::ScalePaths::workload)
+}
+
+fn scale_of(info: &crate::registry::ResourceInfo, obj: &Value) -> Value {
+    let paths = scale_paths(info);
     let meta = &obj["metadata"];
+    let selector = match &paths.label_selector {
+        None => String::new(),
+        Some(p) if paths.selector_is_text => str_at(obj, p).to_owned(),
+        Some(p) => selector_string(obj.pointer(p)),
+    };
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -180,14 +197,27 @@ fn scale_of(obj: &Value) -> Value {
             "resourceVersion": meta["resourceVersion"],
             "creationTimestamp": meta["creationTimestamp"],
         },
-        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(
-            // Upstream defaults replicas to 1 for every scalable kind.
-            1)},
+        "spec": {"replicas": obj.pointer(&paths.spec_replicas).and_then(Value::as_i64).unwrap_or(
+            // Upstream defaults replicas to 1 for every built-in scalable kind; a custom
+            // resource without the field shows 0.
+            if paths.selector_is_text { 0 } else { 1 })},
         "status": {
-            "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
-            "selector": selector_string(obj.pointer("/spec/selector")),
+            "replicas": obj.pointer(&paths.status_replicas).and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector,
         },
     })
+}
+
+/// A JSON pointer (`/spec/replicas`) as a managedFields path.
+fn field_path(pointer: &str) -> crate::patch::fieldpath::Path {
+    use crate::patch::fieldpath::{Path, PathElement};
+    Path(
+        pointer
+            .split('/')
+            .skip(1)
+            .map(|part| PathElement::Field(part.into()))
+            .collect(),
+    )
 }
 
 fn patch_scale(current: &Value, headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
@@ -266,7 +296,7 @@ async fn update_scale(
     };
     let change = move |current: &Value| -> Result<Value, ApiError> {
         let mut obj = current.clone();
-        crate::registry::set_at(&mut obj, "/spec/replicas", json!(replicas));
+        crate::registry::set_at(&mut obj, &scale_paths(info).spec_replicas, json!(replicas));
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("resourceVersion");
         }
@@ -275,7 +305,11 @@ async fn update_scale(
     let (_, obj) = api
         .write_value(&main_target(target), dry, requested, record, change)
         .await?;
-    Ok(negotiate::respond(StatusCode::OK, &scale_of(&obj), accept))
+    Ok(negotiate::respond(
+        StatusCode::OK,
+        &scale_of(target.info, &obj),
+        accept,
+    ))
 }
 
 /// Server-side apply of a `Scale`: the apply runs on the Scale view of the object, whose
@@ -290,7 +324,7 @@ async fn apply_scale(
     dry: bool,
     accept: Accept,
 ) -> Result<Response, ApiError> {
-    use crate::patch::fieldpath::{FieldSet, Path, PathElement};
+    use crate::patch::fieldpath::{FieldSet, Path};
     use crate::patch::managedfields::{self, Managed, Reset};
     negotiate::check_yaml_nesting(body)?;
     let config = negotiate::decode(body, negotiate::Format::Yaml)
@@ -314,16 +348,14 @@ async fn apply_scale(
     let scale_gvk = crate::openapi::GroupVersionKind::new("autoscaling", "v1", "Scale");
     let parent_version = info.api_version();
     let now = crate::registry::meta::now();
-    let replicas: Path = Path(vec![
-        PathElement::Field("spec".into()),
-        PathElement::Field("replicas".into()),
-    ]);
+    let spec_replicas = scale_paths(info).spec_replicas;
+    let replicas: Path = field_path(&spec_replicas);
     let only_replicas: FieldSet = [replicas.clone()].into_iter().collect();
     let manager = manager.to_owned();
     let change = move |current: &Value| -> Result<Value, ApiError> {
         let parent = Managed::of(current).unwrap_or_default();
         // The Scale view: the object's replicas and their owners.
-        let mut view = scale_of(current);
+        let mut view = scale_of(info, current);
         let mut scale_managed = Managed(
             parent
                 .0
@@ -379,7 +411,7 @@ async fn apply_scale(
                     "Scale in version \"v1\" cannot be handled as a Scale: spec.replicas must be a non-negative integer",
                 )
             })?;
-            crate::registry::set_at(&mut obj, "/spec/replicas", json!(r));
+            crate::registry::set_at(&mut obj, &spec_replicas, json!(r));
         }
         let mut managed = parent;
         for e in &mut managed.0 {
@@ -422,7 +454,11 @@ async fn apply_scale(
             change,
         )
         .await?;
-    Ok(negotiate::respond(StatusCode::OK, &scale_of(&obj), accept))
+    Ok(negotiate::respond(
+        StatusCode::OK,
+        &scale_of(target.info, &obj),
+        accept,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -775,7 +811,10 @@ mod tests {
         let d = json!({"metadata": {"name": "web", "namespace": "d", "uid": "u",
             "resourceVersion": "5"}, "spec": {"replicas": 3,
             "selector": {"matchLabels": {"app": "web"}}}, "status": {"replicas": 2}});
-        let s = scale_of(&d);
+        let s = scale_of(
+            crate::registry::catalog::find("apps", "v1", "deployments").unwrap(),
+            &d,
+        );
         assert_eq!(s["spec"]["replicas"], 3);
         assert_eq!(s["status"], json!({"replicas": 2, "selector": "app=web"}));
         assert_eq!(s["metadata"]["resourceVersion"], "5");
