@@ -5,16 +5,20 @@
 
 use std::sync::{Arc, RwLock};
 
-use super::Strategy;
+use serde_json::Value;
+
 use super::apiextensions::customresourcedefinition::CustomResourceDefinitionStrategy;
 use super::apps::{deployment::DeploymentStrategy, replicaset::ReplicaSetStrategy};
+use super::autoscaling::HorizontalPodAutoscalerV1;
 use super::coordination::lease::LeaseStrategy;
 use super::core::{
     configmap::ConfigMapStrategy, event::EventStrategy, namespace::NamespaceStrategy,
     node::NodeStrategy, pod::PodStrategy, secret::SecretStrategy, service::ServiceStrategy,
     serviceaccount::ServiceAccountStrategy,
 };
+use super::events::EventsV1;
 use super::generic::GenericStrategy;
+use super::{Conversion, Strategy};
 
 /// A subresource (`pods/status`, `deployments/scale`).
 #[derive(Debug)]
@@ -55,8 +59,10 @@ pub struct ResourceInfo {
     pub subresources: &'static [Subresource],
     /// Store key prefix without the trailing slash (`/registry/services/specs`).
     pub storage: &'static str,
-    /// The resource's rules.
+    /// The resource's rules (over objects in their stored form).
     pub strategy: &'static dyn Strategy,
+    /// How this version converts to and from the stored one, when it is not the one stored.
+    pub conversion: Option<&'static dyn Conversion>,
 }
 
 impl std::fmt::Debug for ResourceInfo {
@@ -90,6 +96,22 @@ impl ResourceInfo {
             self.kind.to_owned()
         } else {
             format!("{}.{}", self.kind, self.group)
+        }
+    }
+
+    /// A request's object (this version) in its stored form.
+    pub fn to_stored(&self, obj: Value) -> Value {
+        match self.conversion {
+            Some(c) => c.to_stored(obj),
+            None => obj,
+        }
+    }
+
+    /// A stored object as this version.
+    pub fn to_served(&self, obj: Value) -> Value {
+        match self.conversion {
+            Some(c) => c.to_served(obj),
+            None => obj,
         }
     }
 
@@ -191,7 +213,14 @@ const fn res(
         subresources,
         storage,
         strategy,
+        conversion: None,
     }
+}
+
+/// A served version stored as another: `info` with its conversion.
+const fn converted(mut info: ResourceInfo, conversion: &'static dyn Conversion) -> ResourceInfo {
+    info.conversion = Some(conversion);
+    info
 }
 
 const G: &GenericStrategy = &GenericStrategy::WITH_STATUS;
@@ -562,6 +591,24 @@ pub static RESOURCES: &[ResourceInfo] = &[
         "/registry/horizontalpodautoscalers",
         &GenericStrategy::WORKLOAD,
     ),
+    // autoscaling/v1: the same objects, with only a CPU target of their own
+    converted(
+        res(
+            "autoscaling",
+            "v1",
+            "HorizontalPodAutoscaler",
+            "horizontalpodautoscalers",
+            "horizontalpodautoscaler",
+            &["hpa"],
+            true,
+            ALL_VERBS,
+            ALL,
+            &[status("HorizontalPodAutoscaler")],
+            "/registry/horizontalpodautoscalers",
+            &GenericStrategy::WORKLOAD,
+        ),
+        &HorizontalPodAutoscalerV1,
+    ),
     // batch/v1
     res(
         "batch",
@@ -621,8 +668,24 @@ pub static RESOURCES: &[ResourceInfo] = &[
         "/registry/endpointslices",
         G_NO_STATUS,
     ),
-    // events.k8s.io/v1 is the same storage as core events in another shape: served once the
-    // conversion between the two is written.
+    // events.k8s.io/v1: core events in their newer shape
+    converted(
+        res(
+            "events.k8s.io",
+            "v1",
+            "Event",
+            "events",
+            "event",
+            &["ev"],
+            true,
+            ALL_VERBS,
+            &[],
+            &[],
+            "/registry/events",
+            &EventStrategy,
+        ),
+        &EventsV1,
+    ),
     // networking.k8s.io/v1
     res(
         "networking.k8s.io",
@@ -903,12 +966,15 @@ mod tests {
     fn names_and_short_names_are_unique() {
         let mut seen = std::collections::HashSet::new();
         for r in RESOURCES {
-            assert!(seen.insert((r.group, r.plural)), "{r:?} twice");
+            assert!(seen.insert((r.group, r.version, r.plural)), "{r:?} twice");
         }
-        let mut short = std::collections::HashSet::new();
+        // A short name names one resource; versions of it, or a kind served in two groups
+        // (events), share theirs.
+        let mut short = std::collections::HashMap::new();
         for r in RESOURCES {
             for s in r.short_names {
-                assert!(short.insert(*s), "short name {s} twice");
+                let owner = short.entry(*s).or_insert(r.plural);
+                assert_eq!(*owner, r.plural, "short name {s} twice");
             }
         }
     }

@@ -9,9 +9,11 @@
 
 pub mod apiextensions;
 pub mod apps;
+pub mod autoscaling;
 pub mod catalog;
 pub mod coordination;
 pub mod core;
+pub mod events;
 pub mod generic;
 pub mod meta;
 pub mod table;
@@ -107,6 +109,17 @@ impl ScalePaths {
             selector_is_text: false,
         }
     }
+}
+
+/// How a served version that is not the one stored is converted, both ways. The REST path
+/// converts a request's object to the stored form right after decoding it (the resource's
+/// strategy then works on the stored form, as it does for the stored version) and every object
+/// it answers with back to the requested version.
+pub trait Conversion: Send + Sync + 'static {
+    /// A stored object as this version.
+    fn to_served(&self, obj: Value) -> Value;
+    /// An object of this version as it is stored.
+    fn to_stored(&self, obj: Value) -> Value;
 }
 
 /// A resource's own rules. Every hook has the generic behaviour as its default, so a resource

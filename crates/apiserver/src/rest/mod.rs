@@ -985,7 +985,10 @@ impl Api<'_> {
             let after = rkube_store::key_after(key);
             pagination::encode(listed.revision, &after[prefix.len()..])
         });
-        if accept.format == negotiate::Format::Json && accept.shape == negotiate::Shape::Object {
+        if accept.format == negotiate::Format::Json
+            && accept.shape == negotiate::Shape::Object
+            && info.conversion.is_none()
+        {
             // Concatenated encodings made once per object version: no decode, no re-encode.
             let mut meta = json!({"resourceVersion": listed.revision.to_string()});
             if let Some(token) = &next {
@@ -1015,6 +1018,7 @@ impl Api<'_> {
         if accept.format == negotiate::Format::Json
             && accept.shape == negotiate::Shape::Table
             && include == IncludeObject::Metadata
+            && info.conversion.is_none()
         {
             // kubectl get: rows made once per object version, concatenated.
             let mut meta = json!({"resourceVersion": listed.revision.to_string()});
@@ -1100,6 +1104,7 @@ impl Api<'_> {
         let (mut obj, warnings) = read_object(self.objects, info, query, headers, body)?;
         meta::check_type(&mut obj, info)?;
         meta::set_namespace(&mut obj, info, target.namespace.as_deref())?;
+        let obj = info.to_stored(obj);
         let namespace = target.namespace.clone().unwrap_or_default();
         self.check_namespace(info, &namespace, str_at(&obj, "/metadata/name"))
             .await?;
@@ -1420,6 +1425,7 @@ impl Api<'_> {
                 {
                     let mut obj = change(&json!({"metadata": {"name": name}}))?;
                     meta::check_type(&mut obj, info)?;
+                    let obj = info.to_stored(obj);
                     let namespace = target.namespace.clone().unwrap_or_default();
                     self.check_namespace(info, &namespace, name).await?;
                     let mut obj = admit_create(info, obj)?;
@@ -1431,7 +1437,11 @@ impl Api<'_> {
                 }
                 return Err(not_found(info, name));
             };
-            let wanted = change(&old)?;
+            // The change is made in the requested version, the rest on the stored form.
+            let wanted = match info.conversion {
+                Some(c) => c.to_stored(change(&c.to_served(old.clone()))?),
+                None => change(&old)?,
+            };
             let precondition = match str_at(&wanted, "/metadata/resourceVersion") {
                 "" => requested,
                 rv if rv == revision.to_string() => Some(revision),
@@ -1526,10 +1536,14 @@ impl Api<'_> {
         let info = target.info;
         let name = target.name.as_deref().unwrap_or_default();
         match self.delete_one(target, name, &options).await? {
-            Deleted::Pending(obj) => Ok(negotiate::respond(StatusCode::OK, &obj, accept)),
-            Deleted::Removed(obj) if info.strategy.return_deleted_object() => {
-                Ok(negotiate::respond(StatusCode::OK, &obj, accept))
-            }
+            Deleted::Pending(obj) => Ok(negotiate::respond(
+                StatusCode::OK,
+                &info.to_served(obj),
+                accept,
+            )),
+            Deleted::Removed(obj) if info.strategy.return_deleted_object() => Ok(
+                negotiate::respond(StatusCode::OK, &info.to_served(obj), accept),
+            ),
             Deleted::Removed(obj) => {
                 let mut details = json!({"name": name, "kind": info.plural, "uid": str_at(&obj, "/metadata/uid")});
                 if !info.group.is_empty() {

@@ -75,12 +75,14 @@ pub fn table(
 }
 
 /// One `Table` row: the resource's cells, and the object as `include` asks.
+/// The cells come from the stored form (which the strategy reads); the object is shown in the
+/// requested version.
 pub fn table_row(info: &ResourceInfo, obj: &Value, include: IncludeObject) -> Value {
     let mut row = json!({"cells": info.strategy.cells(obj)});
     match include {
         IncludeObject::None => {}
         IncludeObject::Metadata => row["object"] = partial(obj),
-        IncludeObject::Object => row["object"] = obj.clone(),
+        IncludeObject::Object => row["object"] = info.to_served(obj.clone()),
     }
     row
 }
@@ -94,7 +96,7 @@ pub fn one(info: &ResourceInfo, obj: Value, shape: Shape, include: IncludeObject
             table(info, &[obj], meta, include)
         }
         Shape::Metadata => partial(&obj),
-        _ => obj,
+        _ => info.to_served(obj),
     }
 }
 
@@ -123,7 +125,8 @@ pub fn list(
             // Upstream's typed lists leave kind and apiVersion out of the items.
             let items: Vec<Value> = items
                 .into_iter()
-                .map(|mut obj| {
+                .map(|obj| {
+                    let mut obj = info.to_served(obj);
                     if let Some(map) = obj.as_object_mut() {
                         map.remove("kind");
                         map.remove("apiVersion");

@@ -333,7 +333,7 @@ impl Watcher {
 
     /// Plain JSON watches share the cache's encodings; other shapes encode per watcher.
     fn shares_encoding(&self) -> bool {
-        !self.protobuf && self.shape == Shape::Object
+        !self.protobuf && self.shape == Shape::Object && self.info.conversion.is_none()
     }
 
     fn encode_cached(&self, kind: EventKind, obj: &Cached) -> Bytes {

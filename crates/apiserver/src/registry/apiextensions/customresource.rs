@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::schema::{self, JsonPath};
 use crate::registry::catalog::{ALL_VERBS, ResourceInfo, Subresource};
 use crate::registry::validation::FieldErrors;
-use crate::registry::{Column, NameRule, ScalePaths, Strategy, str_at, table};
+use crate::registry::{Column, Conversion, NameRule, ScalePaths, Strategy, str_at, table};
 
 /// The rules of one version of a custom resource.
 pub struct CustomResourceStrategy {
@@ -254,7 +254,46 @@ fn build(crd: &Value, version: &Value, terminating: bool) -> ResourceInfo {
         subresources: Box::leak(subresources.into_boxed_slice()),
         storage: leak(&format!("/registry/{group}/{plural}")),
         strategy,
+        conversion: conversion(group, spec, version),
     }
+}
+
+/// The `None` conversion of a CRD with several versions: an object is the same in every
+/// version but for its `apiVersion`, and is stored as the storage version.
+struct ApiVersionOnly {
+    served: &'static str,
+    stored: &'static str,
+}
+
+impl Conversion for ApiVersionOnly {
+    fn to_served(&self, mut obj: Value) -> Value {
+        obj["apiVersion"] = json!(self.served);
+        obj
+    }
+
+    fn to_stored(&self, mut obj: Value) -> Value {
+        obj["apiVersion"] = json!(self.stored);
+        obj
+    }
+}
+
+/// The conversion of `version` when its CRD has more than one version (with one, objects are
+/// stored and served as it). Objects written before the storage version changed are shown in
+/// the requested version too.
+fn conversion(group: &str, spec: &Value, version: &Value) -> Option<&'static dyn Conversion> {
+    let versions = spec.get("versions").and_then(Value::as_array)?;
+    if versions.len() < 2 {
+        return None;
+    }
+    let stored = versions
+        .iter()
+        .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+        .map(|v| str_at(v, "/name"))?;
+    let conversion: &'static ApiVersionOnly = Box::leak(Box::new(ApiVersionOnly {
+        served: leak(&format!("{group}/{}", str_at(version, "/name"))),
+        stored: leak(&format!("{group}/{stored}")),
+    }));
+    Some(conversion)
 }
 
 /// `.spec.replicas` as the JSON pointer `/spec/replicas`.
