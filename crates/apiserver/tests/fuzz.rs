@@ -137,8 +137,92 @@ fn object() -> impl Strategy<Value = (usize, Value, Value)> {
     )
 }
 
+/// Schema keywords and the type names they take, for random CRD schemas.
+const SCHEMA_KEYS: &[&str] = &[
+    "type",
+    "object",
+    "array",
+    "string",
+    "integer",
+    "number",
+    "boolean",
+    "properties",
+    "items",
+    "required",
+    "enum",
+    "default",
+    "pattern",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "maxProperties",
+    "additionalProperties",
+    "nullable",
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "not",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-preserve-unknown-fields",
+    "spec",
+    "a",
+    "[",
+    "(a|",
+    "^\\d+$",
+];
+
+fn schema_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        (-5i64..20).prop_map(Value::from),
+        (-1e3f64..1e3).prop_map(|f| json!(f)),
+        prop::sample::select(SCHEMA_KEYS).prop_map(Value::from),
+    ];
+    leaf.prop_recursive(6, 64, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::vec((prop::sample::select(SCHEMA_KEYS), inner), 0..6).prop_map(
+                |kvs| {
+                    Value::Object(
+                        kvs.into_iter()
+                            .map(|(k, v)| (k.to_owned(), v))
+                            .collect::<Map<_, _>>(),
+                    )
+                },
+            ),
+        ]
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Custom resources: random schemas (checked as a CRD's would be) over random objects, and
+    /// random printer-column paths; nothing panics.
+    #[test]
+    fn custom_resource_schemas_never_panic(
+        schema in schema_value(),
+        obj in schema_value(),
+        path in "[.a-z\\[\\]()?@=*'\"0-9]{0,24}",
+    ) {
+        use rkube_apiserver::registry::apiextensions::schema::{self, JsonPath};
+        let mut errors = Vec::new();
+        schema::check_structural(&schema, "s", &mut errors);
+        let mut obj = obj;
+        schema::apply_defaults(&mut obj, &schema);
+        let mut errors = Vec::new();
+        schema::validate(&obj, &schema, "", &mut errors);
+        if let Ok(p) = JsonPath::parse(&path) {
+            let _ = p.find(&obj);
+        }
+    }
 
     #[test]
     fn admission_never_panics((index, obj, change) in object()) {
