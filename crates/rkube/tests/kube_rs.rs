@@ -112,7 +112,7 @@ async fn kube_rs_works_and_its_watcher_survives_a_server_restart() {
     let port = server.port;
     let _ = server.child.kill();
     let _ = server.child.wait();
-    server.child = common::spawn_on(server.dir.path(), port, &[]);
+    server.child = common::spawn_on(server.dir.path(), port, &server.args);
     server.wait_ready();
 
     // Data intact, and the same client and watcher carry on.

@@ -53,6 +53,16 @@ pub struct Apiserver {
     pub child: Child,
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The arguments it was started with, for restarts.
+    pub args: Vec<String>,
+    /// The etcd it keeps its objects in, when the run asks for one (below).
+    etcd: Option<rkube_testsupport::EtcdServer>,
+}
+
+/// Whether this run's apiservers keep their objects in a real etcd: `RKUBE_TEST_DATASTORE=etcd`
+/// (the test script runs the kubectl suites a second time so).
+fn etcd_wanted() -> bool {
+    std::env::var("RKUBE_TEST_DATASTORE").as_deref() == Ok("etcd")
 }
 
 impl Apiserver {
@@ -63,10 +73,28 @@ impl Apiserver {
     /// [`Apiserver::start`] with extra `rkube apiserver` arguments.
     pub fn start_with(extra: &[String]) -> Apiserver {
         let dir = tempfile::tempdir().unwrap();
-        let (child, port) = spawn_with(dir.path(), extra);
-        let server = Apiserver { child, dir, port };
+        let mut args = extra.to_vec();
+        let mut etcd = None;
+        if etcd_wanted() && !args.iter().any(|a| a == "--datastore-endpoint") {
+            let server = rkube_testsupport::EtcdServer::start();
+            args.extend(["--datastore-endpoint".into(), server.endpoint()]);
+            etcd = Some(server);
+        }
+        let (child, port) = spawn_with(dir.path(), &args);
+        let server = Apiserver {
+            child,
+            dir,
+            port,
+            args,
+            etcd,
+        };
         server.wait_ready();
         server
+    }
+
+    /// Whether the objects are in etcd rather than the embedded store.
+    pub fn on_etcd(&self) -> bool {
+        self.args.iter().any(|a| a == "--datastore-endpoint")
     }
 
     /// Stops the server and starts a new process on the same data dir (on a new port).
@@ -74,7 +102,7 @@ impl Apiserver {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(self.kubeconfig());
-        let (child, port) = spawn(self.dir.path());
+        let (child, port) = spawn_with(self.dir.path(), &self.args);
         self.child = child;
         self.port = port;
         self.wait_ready();
