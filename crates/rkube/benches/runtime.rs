@@ -2,8 +2,8 @@
 //! in the same run, rounds of the two sides interleaved so that load drift hits both:
 //!
 //! 1. create + start + wait for exit + remove of a busybox container running `true`: rkube's
-//!    library API (`rkube_runtime::Runtime`, with this crate's binary as its shim, as in
-//!    production) against Debian's `runc` driven directly on the same OCI spec (the
+//!    library API (`rkube_runtime::Runtime`, with this crate's binary as its shim and the
+//!    `rkube-shim` executable it embeds as shim monitor, as in production) against Debian's `runc` driven directly on the same OCI spec (the
 //!    `config.json` rkube wrote for such a container: the same sandbox namespaces joined, the same
 //!    seccomp profile, mounts and cgroup parent) and the same kind of root: an overlay of the
 //!    same unpacked layer with a fresh upper dir, mounted and removed by the same functions
@@ -16,7 +16,8 @@
 //!    time includes its CNI plugins (the test plugin and loopback), rkube's only bringing up
 //!    loopback (its networking hook does no more yet).
 //! 3. memory: the RSS of `rkube runtime` idle (after start, and after figure 2's pods are gone)
-//!    and of a running container's shim (`rkube shim-monitor`) and pod holder (`rkube pause`),
+//!    and of a running container's shim (`rkube-shim shim-monitor`, the small executable `rkube`
+//!    embeds and writes under its data directory) and pod holder (`rkube-shim pause`),
 //!    beside containerd's and its `containerd-shim-runc-v2`'s.
 //!
 //! Needs root, Debian's runc, containerd, docker-registry, skopeo, busybox-static and
@@ -35,8 +36,11 @@ use rkube_runtime::{ContainerConfig, ContainerState, Runtime, RuntimeConfig, San
 use rkube_testsupport::containerd::Containerd;
 use rkube_testsupport::registry::{Layout, Registry, busybox_entries, push_pause_image};
 
-/// The binary under test; also the runtime's shim and pod holder.
+/// The binary under test; also the runtime's `shim` (container creation).
 const RKUBE: &str = env!("CARGO_BIN_EXE_rkube");
+/// The small executable `rkube` embeds (its build script builds it): the runtime's shim monitor
+/// and pod holder. `rkube runtime` runs its copy under the data directory; figure 1 runs it here.
+const RKUBE_SHIM: &str = env!("RKUBE_SHIM_EXE");
 /// Debian's runc, which containerd also uses.
 const RUNC: &str = "/usr/sbin/runc";
 /// Rounds of figure 1, per side.
@@ -140,7 +144,7 @@ fn main() {
         Some(2.0),
     );
     mem_row(
-        "3. pod holder (`rkube pause`)",
+        "3. pod holder (`rkube-shim pause`)",
         &mem.rkube_holder,
         None,
         None,
@@ -270,6 +274,7 @@ fn containers(
 ) -> (Vec<Duration>, Vec<[Duration; 4]>, Vec<Duration>) {
     let root = work.join("lib");
     let mut config = RuntimeConfig::new(&root, Path::new(RKUBE));
+    config.lean_helper = PathBuf::from(RKUBE_SHIM);
     config.state_dir = state.join("lib");
     config.cgroup_root = format!("{}/lib", cgroup_root());
     let runtime = LibRuntime(Runtime::open(config).expect("open the runtime"));

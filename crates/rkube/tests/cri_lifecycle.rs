@@ -1,9 +1,11 @@
 //! Issue 5's acceptance tests of the container runtime, through CRI against the real
-//! `rkube runtime` binary: containers outlive a restart of the runtime, a hundred
+//! `rkube runtime` binary: containers outlive a restart of the runtime (their shim monitors and
+//! the pod holder running the small `rkube-shim` it wrote under its data dir), a hundred
 //! create/remove cycles leak nothing, bad input is a clear gRPC error that leaves the store
 //! consistent, long and rapid output reaches the CRI log intact, and CPU limits reach the
 //! container's cgroup. The image and pod basics, compared with containerd, are in `cri.rs`.
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -315,6 +317,7 @@ async fn containers_survive_a_restart(signal: &str) {
         .await;
     let waiter_pid = pod.wait_running(&waiter).await;
     let polite_pid = pod.wait_running(&polite).await;
+    let helper = lean_helpers_run_from_the_data_dir(&rkube);
 
     rkube.stop(signal);
     assert!(
@@ -327,6 +330,13 @@ async fn containers_survive_a_restart(signal: &str) {
     rkube.restart();
     let mut client = connect(&rkube).await;
     pod.client = client.clone();
+    // The restarted runtime found its helper in place: the same file, not written again.
+    assert_eq!(
+        std::fs::metadata(&helper.0).unwrap().ino(),
+        helper.1,
+        "{}",
+        helper.0.display()
+    );
 
     let exited = pod.wait_exit(&waiter).await;
     assert_eq!((exited.exit_code, exited.reason.as_str()), (7, "Error"));
@@ -386,6 +396,57 @@ async fn containers_survive_a_restart(signal: &str) {
     );
     wait_gone(polite_pid).await;
     pod.remove().await;
+}
+
+/// Checks that every container's shim monitor and the pod's holder run the small `rkube-shim`
+/// that `rkube runtime` wrote to `<data-dir>/data/<sha256>/bin/`, mode 0755, with bytes that
+/// hash to that name; returns its path and inode.
+fn lean_helpers_run_from_the_data_dir(rkube: &RkubeRuntime) -> (std::path::PathBuf, u64) {
+    let data = rkube.data_dir();
+    let mut seen = Vec::new();
+    for pid in processes_naming(&data) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let mut args = cmdline.split(|&b| b == 0);
+        args.next();
+        let Some(role @ (b"shim-monitor" | b"pause")) = args.next() else {
+            continue;
+        };
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        seen.push((String::from_utf8_lossy(role).into_owned(), exe));
+    }
+    seen.sort();
+    let roles: Vec<&str> = seen.iter().map(|(role, _)| role.as_str()).collect();
+    assert_eq!(roles, ["pause", "shim-monitor", "shim-monitor"], "{seen:?}");
+    let exe = seen[0].1.clone();
+    assert!(seen.iter().all(|(_, e)| *e == exe), "{seen:?}");
+    let relative = exe
+        .strip_prefix(&data)
+        .unwrap_or_else(|_| panic!("{exe:?}"));
+    let parts: Vec<_> = relative.iter().map(|p| p.to_str().unwrap()).collect();
+    assert_eq!(
+        (parts.len(), parts[0], parts[2], parts[3]),
+        (4, "data", "bin", "rkube-shim"),
+        "{exe:?}"
+    );
+    let bytes = std::fs::read(&exe).unwrap();
+    let digest: String = sha256(&bytes);
+    assert_eq!(parts[1], digest, "named by its sha256");
+    let meta = std::fs::metadata(&exe).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
+    (exe, meta.ino())
+}
+
+/// The sha256 of `bytes` in lowercase hex, by the coreutils tool (nothing of ours).
+fn sha256(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

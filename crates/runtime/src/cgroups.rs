@@ -230,14 +230,9 @@ impl CgroupUsage {
     }
 }
 
-/// Parses the `oom_kill N` line of `memory.oom_control` (v1) or `memory.events` (v2).
-pub fn parse_oom_kills(text: &str) -> u64 {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("oom_kill "))
-        .filter_map(|v| v.trim().parse().ok())
-        .next()
-        .unwrap_or(0)
-}
+/// Parses the `oom_kill N` line of `memory.oom_control` (v1) or `memory.events` (v2); the shim
+/// monitor (in `rkube-shim`) reads the same files with the same function.
+pub use rkube_shim::parse_oom_kills;
 
 /// Picks the driver for this machine.
 pub struct Cgroups;
@@ -734,18 +729,5 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn oom_kill_counts_are_read_from_v1_and_v2_files() {
-        assert_eq!(
-            parse_oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
-            2
-        );
-        assert_eq!(
-            parse_oom_kills("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"),
-            1
-        );
-        assert_eq!(parse_oom_kills(""), 0);
     }
 }

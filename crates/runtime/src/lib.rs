@@ -7,19 +7,25 @@
 //! `ExecSync` ([`exec`]); registry pulls live in [`image`], and the CRI gRPC server ([`cri`])
 //! serves the image store and wraps [`Runtime`] for sandboxes and containers.
 //!
-//! The helper processes (shim, sandbox holder, exec) are the `rkube` binary started with a
-//! hidden subcommand; [`helper_main`] dispatches them.
+//! The helper processes are started with a hidden subcommand: `shim` (creates a container with
+//! libcontainer) and `exec` run the `rkube` binary; the long-lived `shim-monitor` (one per
+//! container) and `pause` (one per pod) run the small `rkube-shim` executable
+//! ([`RuntimeConfig::lean_helper`]), whose code is the `rkube-shim` crate. [`helper_main`]
+//! dispatches all four, so any binary calling it can serve as either helper.
 
 pub mod cgroups;
 pub mod cri;
 pub mod exec;
 pub mod image;
-pub mod logs;
+pub mod install;
 pub mod rootfs;
 pub mod runtime;
 pub mod sandbox;
 pub mod shim;
 pub mod spec;
+
+/// The CRI log format, written by the shim monitor (which lives in `rkube-shim`).
+pub use rkube_shim::logs;
 
 pub use runtime::{
     ContainerState, ContainerStatus, ContainerUsage, ExecResult, PreparedExec, Runtime,
@@ -33,7 +39,7 @@ pub use spec::ContainerConfig;
 /// Binaries call this first, before starting threads: the helpers must stay single-threaded.
 pub fn helper_main(args: &[std::ffi::OsString]) -> Option<i32> {
     shim::helper_main(args)
-        .or_else(|| sandbox::helper_main(args))
+        .or_else(|| rkube_shim::helper_main(args))
         .or_else(|| exec::helper_main(args))
 }
 

@@ -233,9 +233,14 @@ pub struct RuntimeConfig {
     pub root: PathBuf,
     /// libcontainer's state (a tmpfs such as `/run/rkube/runtime` in production).
     pub state_dir: PathBuf,
-    /// The binary that serves the `shim`, `shim-monitor`, `pause` and `exec` subcommands
-    /// (the `rkube` binary).
+    /// The binary that serves the `shim` and `exec` subcommands (the `rkube` binary): the
+    /// short-lived helpers, which need libcontainer.
     pub helper: PathBuf,
+    /// The executable that serves `shim-monitor` and `pause`, the helpers that live as long as
+    /// a container or a pod: `rkube runtime` points it at the small `rkube-shim` it embeds and
+    /// writes under its data directory, so that each of them keeps little memory resident.
+    /// [`RuntimeConfig::new`] sets it to `helper`, which serves them too.
+    pub lean_helper: PathBuf,
     /// The cgroup under which pod cgroups are made (`/rkube`).
     pub cgroup_root: String,
     /// Log rotation size (bytes, 0 = never) and file count.
@@ -252,6 +257,7 @@ impl RuntimeConfig {
             root: root.to_owned(),
             state_dir: PathBuf::from("/run/rkube/runtime"),
             helper: helper.to_owned(),
+            lean_helper: helper.to_owned(),
             cgroup_root: "/rkube".to_owned(),
             log_max_size: 10 << 20,
             log_max_files: 5,
@@ -695,7 +701,7 @@ impl Runtime {
 
         let log = dir.join("pause.log");
         let log_file = fs::File::create(&log).map_err(io_err("creating", &log))?;
-        let mut child = Command::new(&self.config.helper)
+        let mut child = Command::new(&self.config.lean_helper)
             .args(pause_args(config, &record.hostname))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -703,7 +709,7 @@ impl Runtime {
             .process_group(0)
             .spawn()
             .map_err(|source| RuntimeError::HolderSpawn {
-                helper: self.config.helper.clone(),
+                helper: self.config.lean_helper.clone(),
                 source,
             })?;
         let mut said = String::new();
@@ -962,6 +968,7 @@ impl Runtime {
             log_max_files: self.config.log_max_files,
             exit_file: dir.join("exit.json"),
             oom_file: self.cgroups.oom_events_file(&record.cgroup).ok(),
+            monitor: self.config.lean_helper.clone(),
         };
         write_json(&crate::shim::config_path(dir), &shim_config)?;
         let shim_log = dir.join("shim.log");

@@ -1,22 +1,18 @@
 //! Pod sandboxes: the holder process that owns a pod's network, IPC and UTS namespaces, and
 //! the per-pod files (`/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`, shared `/dev/shm`).
 //!
-//! The holder needs no image: it is the helper binary (`rkube`) started as `pause`. It unshares
-//! the namespaces the pod does not take from the host, sets the hostname, brings loopback up,
-//! applies the pod's sysctls (inside its own namespaces, so they stay the pod's), reports
-//! `ready` on stdout, and then sleeps in `sigwait` until told to stop. Containers join its
+//! The holder needs no image: it is the small helper executable (`rkube-shim`, see
+//! `RuntimeConfig::lean_helper`) started as `pause` with [`pause_args`]; its code is
+//! `rkube_shim::pause`. It unshares the namespaces the pod does not take from the host, sets the
+//! hostname, brings loopback up, applies the pod's sysctls (inside its own namespaces, so they
+//! stay the pod's), reports `ready` on stdout, and then sleeps in `sigwait` until told to stop. Containers join its
 //! namespaces through `/proc/<pid>/ns/*`. The pod's network beyond loopback is set up by a
 //! [`NetworkHook`] once the holder exists (the networking issue plugs its bridge/veth setup in).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs;
-use std::io::{self, Write};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-
-use nix::sched::CloneFlags;
-use nix::sys::signal::{SigSet, Signal};
+use std::path::PathBuf;
 
 /// DNS settings for the pod's `/etc/resolv.conf` (CRI's `DNSConfig`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -221,83 +217,6 @@ pub fn pause_args(config: &SandboxConfig, hostname: &str) -> Vec<OsString> {
     args
 }
 
-/// Handles the `pause` helper subcommand; `None` when `args` is something else.
-pub fn helper_main(args: &[OsString]) -> Option<i32> {
-    if args.first()?.to_str()? != "pause" {
-        return None;
-    }
-    Some(match pause(&args[1..]) {
-        Ok(()) => 0,
-        Err(message) => {
-            // The runtime reads this line instead of `ready`.
-            println!("error: {message}");
-            1
-        }
-    })
-}
-
-fn pause(args: &[OsString]) -> Result<(), String> {
-    let mut flags = CloneFlags::empty();
-    let mut hostname = None;
-    let mut sysctls = Vec::new();
-    let mut it = args.iter().map(|a| a.to_string_lossy().into_owned());
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--new-net" => flags |= CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWUTS,
-            "--new-ipc" => flags |= CloneFlags::CLONE_NEWIPC,
-            "--hostname" => hostname = Some(it.next().ok_or("--hostname needs a value")?),
-            "--sysctl" => {
-                let kv = it.next().ok_or("--sysctl needs a value")?;
-                let (k, v) = kv.split_once('=').ok_or("--sysctl takes name=value")?;
-                sysctls.push((k.to_owned(), v.to_owned()));
-            }
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    // SIGTERM/SIGINT are waited for, not handled: blocked before anything can send them.
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGTERM);
-    mask.add(Signal::SIGINT);
-    mask.thread_block()
-        .map_err(|e| format!("blocking signals: {e}"))?;
-
-    nix::sched::unshare(flags).map_err(|e| format!("unshare: {e}"))?;
-    if let Some(hostname) = hostname {
-        nix::unistd::sethostname(&hostname).map_err(|e| format!("sethostname: {e}"))?;
-    }
-    if flags.contains(CloneFlags::CLONE_NEWNET) {
-        loopback_up()?;
-    }
-    for (k, v) in sysctls {
-        let path = Path::new("/proc/sys").join(k.replace('.', "/"));
-        fs::write(&path, &v).map_err(|e| format!("sysctl {k}={v}: {e}"))?;
-    }
-    let mut out = io::stdout().lock();
-    writeln!(out, "ready").map_err(|e| format!("reporting ready: {e}"))?;
-    out.flush().map_err(|e| format!("reporting ready: {e}"))?;
-    drop(out);
-    // Leave the report pipe: the runtime reads until it closes.
-    if let Ok(null) = fs::OpenOptions::new().write(true).open("/dev/null") {
-        let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1);
-    }
-    let _ = mask.wait();
-    Ok(())
-}
-
-/// Brings `lo` up in the current (new) network namespace via rtnetlink.
-fn loopback_up() -> Result<(), String> {
-    use libcontainer::network::link::LinkClient;
-    use libcontainer::network::wrapper::create_network_client;
-    let mut client =
-        LinkClient::new(create_network_client()).map_err(|e| format!("netlink: {e}"))?;
-    let lo = client
-        .get_by_name("lo")
-        .map_err(|e| format!("finding lo: {e}"))?;
-    client
-        .set_up(lo.header.index)
-        .map_err(|e| format!("setting lo up: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,7 +272,6 @@ mod tests {
         let c = SandboxConfig::default();
         let args = pause_args(&c, "h");
         assert!(args.contains(&"--new-net".into()) && args.contains(&"--new-ipc".into()));
-        assert_eq!(helper_main(&["other".into()]), None);
         assert!(check_hostname("bad_name").is_err());
         check_hostname("web-0").unwrap();
     }

@@ -3,34 +3,29 @@
 //!
 //! The runtime starts `<helper> shim <container dir>` (the helper is the `rkube` binary). The
 //! shim marks itself a child subreaper, creates the container with libcontainer (its init
-//! process then waits for `start`), reports `{"pid":N}` or `{"error":...}` on its stdout, and
-//! re-executes itself as `<helper> shim-monitor <container dir> <pid>`: a fresh, small process
-//! image (nothing of libcontainer stays mapped) that still is the container's parent. The
-//! monitor has the container's stdout pipe as its fd 0 and stderr pipe as its fd 1, writes them
-//! to the CRI log, and when the container exits writes [`ExitRecord`] to `exit.json`
-//! (atomically) and exits. `SIGUSR1` makes it reopen the log file.
+//! process then waits for `start`), reports `{"created":{"pid":N}}` or `{"error":...}` on its
+//! stdout, and re-executes itself as `<lean helper> shim-monitor <container dir> <pid>`
+//! ([`ShimConfig::monitor`], the small `rkube-shim` executable): a fresh process image with
+//! nothing of libcontainer or of the big binary mapped, still the container's parent. The
+//! monitor (`rkube_shim::monitor`) has the container's stdout pipe as its fd 0 and stderr pipe
+//! as its fd 1, writes them to the CRI log, and when the container exits writes
+//! [`ExitRecord`] to `exit.json` (atomically) and exits. `SIGUSR1` makes it reopen the log
+//! file.
 //!
-//! The shim is single-threaded and has no async runtime: its memory is the process image
-//! plus two 64 KiB buffers.
+//! Why two executables: creating a container needs libcontainer (and so the big binary), but
+//! only for milliseconds; what stays for the container's life is the monitor, one per
+//! container, whose resident memory is mostly the code pages of the executable it runs.
 
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::SystemTime;
 
 use nix::fcntl::OFlag;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
-
-use crate::cgroups::parse_oom_kills;
-use crate::logs::{LineSplitter, LogWriter, Stream};
 
 /// The shim's instructions, written by the runtime to `<container dir>/shim.json`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -51,6 +46,9 @@ pub struct ShimConfig {
     pub exit_file: PathBuf,
     /// The cgroup file whose `oom_kill` count tells whether the kernel OOM-killed the container.
     pub oom_file: Option<PathBuf>,
+    /// The executable the shim becomes once the container is created, as `shim-monitor`
+    /// (`RuntimeConfig::lean_helper`).
+    pub monitor: PathBuf,
 }
 
 /// What the shim reports once the container is created.
@@ -87,27 +85,20 @@ pub fn config_path(dir: &Path) -> PathBuf {
     dir.join("shim.json")
 }
 
-/// Handles the helper subcommands `shim` and `shim-monitor`; `None` when `args` is neither.
-/// `args` are the process arguments after the program name.
+/// Handles the helper subcommand `shim`; `None` when `args` is something else (the
+/// `shim-monitor` subcommand is `rkube_shim::helper_main`'s). `args` are the process arguments
+/// after the program name.
 pub fn helper_main(args: &[OsString]) -> Option<i32> {
-    let mode = args.first()?.to_str()?;
-    match mode {
-        "shim" => Some(match args.get(1) {
-            Some(dir) => {
-                init_logging();
-                shim(Path::new(dir))
-            }
-            None => usage(),
-        }),
-        "shim-monitor" => Some(match (args.get(1), args.get(2).and_then(|p| p.to_str())) {
-            (Some(dir), Some(pid)) => match pid.parse() {
-                Ok(pid) => monitor(Path::new(dir), Pid::from_raw(pid)),
-                Err(_) => usage(),
-            },
-            _ => usage(),
-        }),
-        _ => None,
+    if args.first()?.to_str()? != "shim" {
+        return None;
     }
+    Some(match args.get(1) {
+        Some(dir) => {
+            init_logging();
+            shim(Path::new(dir))
+        }
+        None => usage(),
+    })
 }
 
 /// libcontainer explains failures in its `tracing` logs: the shim keeps them (warnings and
@@ -123,9 +114,7 @@ fn init_logging() {
 }
 
 fn usage() -> i32 {
-    eprintln!(
-        "usage: shim <container-dir> | shim-monitor <container-dir> <pid> (started by the runtime, not by hand)"
-    );
+    eprintln!("usage: shim <container-dir> (started by the runtime, not by hand)");
     2
 }
 
@@ -156,11 +145,11 @@ fn chain(err: &dyn std::error::Error) -> String {
 
 fn shim(dir: &Path) -> i32 {
     match create(dir) {
-        Ok((pid, stdout_r, stderr_r)) => {
+        Ok((monitor, pid, stdout_r, stderr_r)) => {
             report(&ShimReport::Created { pid: pid.as_raw() });
             // Become the monitor: fd 0 = container stdout, fd 1 = container stderr. The report
             // pipe (our old fd 1) closes here, which tells the runtime we are done talking.
-            let err = Command::new("/proc/self/exe")
+            let err = Command::new(&monitor)
                 .arg("shim-monitor")
                 .arg(dir)
                 .arg(pid.as_raw().to_string())
@@ -169,7 +158,7 @@ fn shim(dir: &Path) -> i32 {
                 .exec();
             // exec only returns on failure; the container stays created and the runtime will
             // see no exit record, so it reports the container as unknown.
-            eprintln!("shim: re-executing as monitor: {err}");
+            eprintln!("shim: executing {} as monitor: {err}", monitor.display());
             1
         }
         Err(message) => {
@@ -179,7 +168,7 @@ fn shim(dir: &Path) -> i32 {
     }
 }
 
-fn create(dir: &Path) -> Result<(Pid, OwnedFd, OwnedFd), String> {
+fn create(dir: &Path) -> Result<(PathBuf, Pid, OwnedFd, OwnedFd), String> {
     use libcontainer::container::builder::ContainerBuilder;
     use libcontainer::syscall::syscall::SyscallType;
 
@@ -229,7 +218,7 @@ fn create(dir: &Path) -> Result<(Pid, OwnedFd, OwnedFd), String> {
     let pid = container
         .pid()
         .ok_or_else(|| "creating the container: libcontainer reported no init pid".to_owned())?;
-    Ok((pid, stdout_r, stderr_r))
+    Ok((config.monitor, pid, stdout_r, stderr_r))
 }
 
 /// Reads what is in a pipe without waiting for more.
@@ -252,165 +241,8 @@ fn drain(fd: &OwnedFd) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn monitor(dir: &Path, pid: Pid) -> i32 {
-    match run_monitor(dir, pid) {
-        Ok(()) => 0,
-        Err(message) => {
-            eprintln!("shim-monitor: {message}");
-            1
-        }
-    }
-}
-
-fn run_monitor(dir: &Path, pid: Pid) -> Result<(), String> {
-    let config = load_config(dir)?;
-    let dup = |fd: std::os::fd::BorrowedFd<'_>| {
-        fd.try_clone_to_owned()
-            .map(File::from)
-            .map_err(|e| format!("duplicating a pipe: {e}"))
-    };
-    let mut pipes = [
-        Some((
-            dup(io::stdin().as_fd())?,
-            Stream::Stdout,
-            LineSplitter::default(),
-        )),
-        Some((
-            dup(io::stdout().as_fd())?,
-            Stream::Stderr,
-            LineSplitter::default(),
-        )),
-    ];
-    let mut log = LogWriter::open(&config.log_path, config.log_max_size, config.log_max_files)
-        .map_err(|e| format!("opening log {}: {e}", config.log_path.display()))?;
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGUSR1);
-    mask.thread_block()
-        .map_err(|e| format!("blocking SIGUSR1: {e}"))?;
-    let reopen = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| format!("creating a signalfd: {e}"))?;
-
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut log_failed = false;
-    while pipes.iter().any(Option::is_some) {
-        let ready: Vec<(usize, bool)>;
-        let signal_ready;
-        {
-            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(3);
-            let mut which = Vec::with_capacity(2);
-            for (i, p) in pipes.iter().enumerate() {
-                if let Some((file, _, _)) = p {
-                    fds.push(PollFd::new(file.as_fd(), PollFlags::POLLIN));
-                    which.push(i);
-                }
-            }
-            fds.push(PollFd::new(reopen.as_fd(), PollFlags::POLLIN));
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) | Err(nix::Error::EINTR) => {}
-                Err(e) => return Err(format!("poll: {e}")),
-            }
-            ready = which
-                .iter()
-                .zip(&fds)
-                .filter(|(_, fd)| fd.revents().is_some_and(|r| !r.is_empty()))
-                .map(|(i, _)| (*i, true))
-                .collect();
-            signal_ready = fds
-                .last()
-                .and_then(|fd| fd.revents())
-                .is_some_and(|r| r.contains(PollFlags::POLLIN));
-        }
-        if signal_ready {
-            while let Ok(Some(_)) = reopen.read_signal() {}
-            if let Err(e) = log.reopen() {
-                eprintln!("shim-monitor: reopening {}: {e}", config.log_path.display());
-            }
-        }
-        for (i, _) in ready {
-            let Some((file, stream, splitter)) = pipes[i].as_mut() else {
-                continue;
-            };
-            let stream = *stream;
-            let mut emit = |content: &[u8], partial: bool| {
-                log.write_record(SystemTime::now(), stream, partial, content)
-            };
-            let n = match file.read(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => 0,
-            };
-            let result = if n == 0 {
-                let r = splitter.finish(&mut emit);
-                pipes[i] = None;
-                r
-            } else {
-                splitter.feed(&buf[..n], &mut emit)
-            };
-            if let Err(e) = result
-                && !log_failed
-            {
-                // Keep draining the pipes (a full pipe would block the container) even when
-                // the log cannot be written, e.g. a full disk; say so once.
-                eprintln!("shim-monitor: writing {}: {e}", config.log_path.display());
-                log_failed = true;
-            }
-        }
-    }
-
-    let (exit_code, signal) = wait_for(pid);
-    let oom_killed = config
-        .oom_file
-        .as_deref()
-        .and_then(|f| fs::read_to_string(f).ok())
-        .is_some_and(|text| parse_oom_kills(&text) > 0);
-    let record = ExitRecord {
-        exit_code,
-        signal,
-        oom_killed,
-        finished_at_ns: now_ns(),
-    };
-    write_atomic(
-        &config.exit_file,
-        &serde_json::to_vec(&record).unwrap_or_default(),
-    )
-    .map_err(|e| format!("writing {}: {e}", config.exit_file.display()))
-}
-
-/// Reaps children until `pid` exits; other orphans reparented to us are reaped on the way.
-fn wait_for(pid: Pid) -> (i32, Option<i32>) {
-    loop {
-        match waitpid(Pid::from_raw(-1), None) {
-            Ok(WaitStatus::Exited(p, code)) if p == pid => return (code, None),
-            Ok(WaitStatus::Signaled(p, sig, _)) if p == pid => {
-                return (128 + sig as i32, Some(sig as i32));
-            }
-            Ok(_) | Err(nix::Error::EINTR) => {}
-            // Not our child any more (should not happen): unknown, as containerd reports it.
-            Err(_) => return (255, None),
-        }
-    }
-}
-
-/// Nanoseconds since the Unix epoch.
-pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
-/// Writes a file via a temporary file and a rename, so readers see all of it or nothing.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    fs::rename(&tmp, path)
-}
+/// Nanoseconds since the Unix epoch; atomic file writes (the monitor's, shared).
+pub use rkube_shim::{now_ns, write_atomic};
 
 /// Reads the exit record, if the container has exited.
 pub fn read_exit(path: &Path) -> Option<ExitRecord> {
@@ -440,14 +272,62 @@ mod tests {
     }
 
     #[test]
+    fn the_monitors_exit_record_is_what_the_runtime_reads() {
+        let exit = rkube_shim::monitor::Exit {
+            exit_code: 137,
+            signal: Some(9),
+            oom_killed: true,
+            finished_at_ns: 1_700_000_000_123_456_789,
+        };
+        let read: ExitRecord = serde_json::from_str(&exit.to_json()).unwrap();
+        assert_eq!(
+            read,
+            ExitRecord {
+                exit_code: 137,
+                signal: Some(9),
+                oom_killed: true,
+                finished_at_ns: 1_700_000_000_123_456_789,
+            }
+        );
+        let exit = rkube_shim::monitor::Exit {
+            exit_code: 0,
+            signal: None,
+            oom_killed: false,
+            finished_at_ns: 1,
+        };
+        let read: ExitRecord = serde_json::from_str(&exit.to_json()).unwrap();
+        assert_eq!((read.exit_code, read.signal), (0, None));
+    }
+
+    #[test]
+    fn the_monitor_reads_the_shim_config_the_runtime_writes() {
+        let config = ShimConfig {
+            id: "c1".into(),
+            bundle: "/b".into(),
+            state_root: "/run/s".into(),
+            log_path: "/var/log/pods/ns_p_\"u\"/c/0.log".into(),
+            log_max_size: 10 << 20,
+            log_max_files: 5,
+            exit_file: "/d/exit.json".into(),
+            oom_file: None,
+            monitor: "/var/lib/rkube/data/x/bin/rkube-shim".into(),
+        };
+        let read =
+            rkube_shim::monitor::MonitorConfig::from_json(&serde_json::to_string(&config).unwrap())
+                .unwrap();
+        assert_eq!(read.log_path, config.log_path);
+        assert_eq!(read.log_max_size, config.log_max_size);
+        assert_eq!(read.log_max_files, config.log_max_files);
+        assert_eq!(read.exit_file, config.exit_file);
+        assert_eq!(read.oom_file, None);
+    }
+
+    #[test]
     fn the_helper_ignores_other_subcommands_and_refuses_missing_arguments() {
         assert_eq!(helper_main(&["apiserver".into()]), None);
+        assert_eq!(helper_main(&["shim-monitor".into()]), None);
         assert_eq!(helper_main(&[]), None);
         assert_eq!(helper_main(&["shim".into()]), Some(2));
-        assert_eq!(
-            helper_main(&["shim-monitor".into(), "/x".into(), "nan".into()]),
-            Some(2)
-        );
     }
 
     #[test]

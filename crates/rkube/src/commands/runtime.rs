@@ -2,8 +2,11 @@
 //!
 //! State lives under `<data-dir>/agent`: images in `images/`, unpacked layers in `layers/`,
 //! pod sandboxes and containers in `sandboxes/` and `containers/`; registry mirrors come from
-//! `<data-dir>/registries.yaml`. Containers are owned by their shims (this same binary), so
-//! stopping the runtime leaves them running and a new one adopts them.
+//! `<data-dir>/registries.yaml`. Containers are owned by their shims, so stopping the runtime
+//! leaves them running and a new one adopts them. A shim is created by this binary (`rkube
+//! shim`, which links libcontainer) and lives on as the small `rkube-shim` executable that this
+//! binary carries and writes to `<data-dir>/data/<sha256>/bin/` at start, which also holds
+//! each pod's namespaces (`pause`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,6 +74,8 @@ where
     let path = socket_path(address)?;
     let helper = std::env::current_exe().context("finding this binary (the runtime's helper)")?;
     let mut config = RuntimeConfig::new(&data_dir.join("agent"), &helper);
+    config.lean_helper = super::shim::install_lean_helper(data_dir)
+        .context("writing the runtime's helper executable")?;
     config.state_dir = node.state_dir.clone();
     config.cgroup_root = node.cgroup_root.clone();
     let images = images_dir(data_dir);
