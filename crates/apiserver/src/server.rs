@@ -173,6 +173,12 @@ impl Apiserver {
                     continue;
                 }
             };
+            // Answers go out as several small writes (TLS records, HTTP/2 frames); with Nagle's
+            // algorithm each later one waits for the client's delayed ACK, up to 40 ms a
+            // request. Go's servers (kube-apiserver) disable it too.
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(%peer, error = %err, "TCP_NODELAY not set");
+            }
             let acceptor = self.acceptor.clone();
             let router = self.router.clone();
             tokio::spawn(async move {

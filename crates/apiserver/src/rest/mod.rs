@@ -303,6 +303,54 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError>
     Ok(out)
 }
 
+/// How much of a streamed list goes out at a time.
+const LIST_CHUNK: usize = 64 * 1024;
+
+/// A JSON list answer (`head`, the items joined by commas, `]}`) written while it is sent, in
+/// chunks of about [`LIST_CHUNK`]: the first bytes of a 10,000-object list leave at once and
+/// encryption and sending overlap the rest, and the whole answer (36 MB for 10,000 pods) never
+/// sits in memory at once.
+fn stream_json_list(
+    head: String,
+    items: Vec<std::sync::Arc<cache::Cached>>,
+    write: impl Fn(&cache::Cached, &mut Vec<u8>) + Send + 'static,
+) -> Response {
+    let mut head = Some(head.into_bytes());
+    let mut items = items.into_iter();
+    let mut first = true;
+    let mut done = false;
+    let chunks = std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let mut buf = head.take().unwrap_or_default();
+        buf.reserve(LIST_CHUNK + 8 * 1024);
+        while buf.len() < LIST_CHUNK {
+            match items.next() {
+                Some(obj) => {
+                    if !first {
+                        buf.push(b',');
+                    }
+                    first = false;
+                    write(&obj, &mut buf);
+                }
+                None => {
+                    buf.extend_from_slice(b"]}");
+                    done = true;
+                    break;
+                }
+            }
+        }
+        Some(Ok::<_, std::convert::Infallible>(bytes::Bytes::from(buf)))
+    });
+    let mut response = Response::new(Body::from_stream(futures::stream::iter(chunks)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 /// Whether the request asks for `dryRun=All` (anything else but empty is refused).
 fn dry_run(query: &Query) -> Result<bool, ApiError> {
     match query.get("dryRun").map(String::as_str) {
@@ -994,26 +1042,16 @@ impl Api<'_> {
             if let Some(token) = &next {
                 meta["continue"] = json!(token);
             }
-            let size: usize = listed.items.iter().map(|o| o.json().len() + 1).sum();
-            let mut body = Vec::with_capacity(size + 256);
-            body.extend_from_slice(
-                format!(
-                    r#"{{"kind":"{}List","apiVersion":"{}","metadata":{meta},"items":["#,
-                    info.kind,
-                    info.api_version()
-                )
-                .as_bytes(),
+            let head = format!(
+                r#"{{"kind":"{}List","apiVersion":"{}","metadata":{meta},"items":["#,
+                info.kind,
+                info.api_version()
             );
-            for (i, obj) in listed.items.iter().enumerate() {
-                if i > 0 {
-                    body.push(b',');
-                }
-                // Items keep their kind and apiVersion (upstream's typed lists drop them;
-                // clients read both), so one encoding serves lists, gets and watches.
-                body.extend_from_slice(obj.json());
-            }
-            body.extend_from_slice(b"]}");
-            return Some(negotiate::respond_json_bytes(StatusCode::OK, body));
+            // Items keep their kind and apiVersion (upstream's typed lists drop them; clients
+            // read both), so one encoding serves lists, gets and watches.
+            return Some(stream_json_list(head, listed.items, |obj, out| {
+                out.extend_from_slice(obj.json())
+            }));
         }
         if accept.format == negotiate::Format::Json
             && accept.shape == negotiate::Shape::Table
@@ -1025,19 +1063,13 @@ impl Api<'_> {
             if let Some(token) = &next {
                 meta["continue"] = json!(token);
             }
-            let mut body = format!(
+            let head = format!(
                 r#"{{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{meta},"columnDefinitions":{},"rows":["#,
                 render::column_definitions(info)
-            )
-            .into_bytes();
-            for (i, obj) in listed.items.iter().enumerate() {
-                if i > 0 {
-                    body.push(b',');
-                }
-                obj.write_metadata_row(info, &mut body);
-            }
-            body.extend_from_slice(b"]}");
-            return Some(negotiate::respond_json_bytes(StatusCode::OK, body));
+            );
+            return Some(stream_json_list(head, listed.items, move |obj, out| {
+                obj.write_metadata_row(info, out)
+            }));
         }
         let items = listed.items.iter().map(|o| o.value()).collect();
         let body = render::list(

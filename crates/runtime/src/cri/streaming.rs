@@ -178,6 +178,11 @@ impl StreamingServer {
                     continue;
                 }
             };
+            // Keystrokes and prompts are small writes: without this each waits on the peer's
+            // delayed ACK (Nagle), which an interactive exec feels.
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(error = %err, "TCP_NODELAY not set on a CRI stream");
+            }
             let streams = self.streams.clone();
             let runtime = runtime.clone();
             tokio::spawn(async move {
