@@ -155,6 +155,12 @@ pub trait Strategy: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Warnings for the client about an object it writes (`Warning` headers, which kubectl
+    /// prints): what the server accepts but does not act on.
+    fn warnings(&self, _obj: &Value) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Where the `scale` subresource reads and writes, for resources that have one.
     fn scale_paths(&self) -> Option<ScalePaths> {
         Some(ScalePaths::workload())

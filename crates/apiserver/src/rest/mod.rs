@@ -1142,6 +1142,8 @@ impl Api<'_> {
             .await?;
         let manager = field_manager(query, headers, "CreateOptions")?;
         let mut obj = admit_create(info, obj)?;
+        let mut warnings = warnings;
+        warnings.extend(info.strategy.warnings(&obj));
         FieldScope::new(self.objects, info, "").record(None, &mut obj, &manager);
         let include = IncludeObject::parse(query.get("includeObject").map(String::as_str))
             .map_err(ApiError::bad_request)?;
@@ -1232,6 +1234,8 @@ impl Api<'_> {
             manager: field_manager(query, headers, "UpdateOptions")?,
             subresource: subresource_name(target),
         };
+        let mut warnings = warnings;
+        warnings.extend(info.strategy.warnings(&obj));
         let new = obj;
         let response = self
             .write(target, query, accept, requested, record, move |_| {
@@ -1288,6 +1292,7 @@ impl Api<'_> {
             "application/apply-patch+yaml" => {
                 let (config, found) = read_apply_config(self.objects, info, query, body)?;
                 warnings = found;
+                warnings.extend(info.strategy.warnings(&config));
                 Kind::Apply {
                     config,
                     force: flag(query, "force"),

@@ -108,6 +108,26 @@ impl Strategy for CustomResourceDefinitionStrategy {
         errors
     }
 
+    fn warnings(&self, obj: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, version) in obj
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if let Some(schema) = version.pointer("/schema/openAPIV3Schema")
+                && mentions(schema, "x-kubernetes-validations")
+            {
+                out.push(format!(
+                    "spec.versions[{i}].schema.openAPIV3Schema: x-kubernetes-validations (CEL) rules are not enforced by rkube yet; the rest of the schema is"
+                ));
+            }
+        }
+        out
+    }
+
     fn begin_delete(&self, obj: &mut Value) -> bool {
         let meta = metadata_mut(obj);
         let mut finalizers: Vec<Value> = meta
@@ -125,6 +145,24 @@ impl Strategy for CustomResourceDefinitionStrategy {
         }
         true
     }
+}
+
+/// Whether `key` appears anywhere in `schema` (iteratively: schemas can nest deep).
+fn mentions(schema: &Value, key: &str) -> bool {
+    let mut stack = vec![schema];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(map) => {
+                if map.contains_key(key) {
+                    return true;
+                }
+                stack.extend(map.values());
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    false
 }
 
 fn validate_names(names: &Value, errors: &mut FieldErrors) {
@@ -421,5 +459,16 @@ mod tests {
         assert!(CustomResourceDefinitionStrategy.begin_delete(&mut obj));
         assert_eq!(obj["metadata"]["finalizers"], json!([CLEANUP_FINALIZER]));
         assert!(obj["metadata"]["deletionTimestamp"].is_string());
+    }
+
+    #[test]
+    fn cel_rules_are_accepted_with_a_warning() {
+        let mut obj = crd();
+        assert!(CustomResourceDefinitionStrategy.warnings(&obj).is_empty());
+        obj["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"] = json!({"spec":
+            {"type": "object", "x-kubernetes-validations": [{"rule": "self.a > 0"}]}});
+        let warnings = CustomResourceDefinitionStrategy.warnings(&obj);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("not enforced"), "{warnings:?}");
     }
 }
