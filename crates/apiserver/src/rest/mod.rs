@@ -1903,6 +1903,12 @@ impl Filter {
         self.labels.is_empty() && self.fields.is_empty()
     }
 
+    /// Whether an object whose labels and fields were taken out already is selected.
+    pub fn matches_selectable(&self, selectable: &cache::Selectable) -> bool {
+        self.labels.matches(Some(&selectable.labels))
+            && (self.fields.is_empty() || self.fields.matches(&selectable.fields))
+    }
+
     /// Whether `obj` is selected.
     pub fn matches(&self, info: &ResourceInfo, obj: &Value) -> bool {
         if !self.labels.matches_object(obj) {
