@@ -264,24 +264,7 @@ fn a_crd_serves_each_object_in_every_version() {
         TWO_VERSIONS,
     );
     assert_eq!(crd["metadata"]["name"], "widgets.example.com", "{crd}");
-    let mut served = false;
-    for _ in 0..50 {
-        let out = server.curl(
-            &[
-                "/apis/example.com/v1beta1/widgets",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-            ],
-            true,
-        );
-        if stdout(&out) == "200" {
-            served = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let served = server.served_within("/apis/example.com/v1beta1/widgets", Duration::from_secs(1));
     assert!(served, "v1beta1 not served");
     let old = server.send(
         "POST",

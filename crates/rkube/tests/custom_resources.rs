@@ -72,19 +72,6 @@ metadata: {name: bad-cron}
 spec: {image: 5, replicas: 0}
 "#;
 
-/// Polls `path` until it answers 200 (true) or `limit` passes (false).
-fn served_within(server: &Apiserver, path: &str, limit: Duration) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        let out = server.curl(&[path, "-o", "/dev/null", "-w", "%{http_code}"], true);
-        if stdout(&out) == "200" {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 #[test]
 fn a_crd_serves_custom_resources_to_real_kubectl() {
     for bin in kubectls() {
@@ -99,8 +86,7 @@ fn a_crd_serves_custom_resources_to_real_kubectl() {
         let out = k(&["apply", "-f", &crd]);
         assert!(out.status.success(), "{who}: {}", stderr(&out));
         assert!(
-            served_within(
-                &server,
+            server.served_within(
                 "/apis/stable.example.com/v1/crontabs",
                 Duration::from_secs(1)
             ),
@@ -317,24 +303,17 @@ fn a_crd_serves_custom_resources_to_real_kubectl() {
         assert!(out.status.success(), "{who}: {}", stderr(&out));
         let out = k(&["get", "crd", "-o", "name"]);
         assert_eq!(stdout(&out), "", "{who}");
-        let gone = server.curl(
-            &[
-                "/apis/stable.example.com/v1/crontabs",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-            ],
-            true,
+        assert_eq!(
+            server.status_of("/apis/stable.example.com/v1/crontabs"),
+            "404",
+            "{who}"
         );
-        assert_eq!(stdout(&gone), "404", "{who}");
         let left = json(&server.curl(&["/api/v1/namespaces/team"], true));
         assert_eq!(left["metadata"]["name"], "team");
         // The same CRD again starts empty.
         let out = k(&["apply", "-f", &crd]);
         assert!(out.status.success(), "{who}: {}", stderr(&out));
-        assert!(served_within(
-            &server,
+        assert!(server.served_within(
             "/apis/stable.example.com/v1/crontabs",
             Duration::from_secs(1)
         ));
@@ -367,8 +346,7 @@ fn crds_survive_a_restart_and_bad_or_conflicting_crds_are_refused() {
     );
     assert_eq!(crd["spec"]["names"]["singular"], "crontab", "{crd}");
     assert_eq!(crd["spec"]["names"]["listKind"], "CronTabList", "{crd}");
-    assert!(served_within(
-        &server,
+    assert!(server.served_within(
         "/apis/stable.example.com/v1/crontabs",
         Duration::from_secs(1)
     ));
@@ -485,17 +463,10 @@ fn crds_survive_a_restart_and_bad_or_conflicting_crds_are_refused() {
         "False",
         "{rival}"
     );
-    let not_served = server.curl(
-        &[
-            "/apis/stable.example.com/v1/crontabs2",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ],
-        true,
+    assert_eq!(
+        server.status_of("/apis/stable.example.com/v1/crontabs2"),
+        "404"
     );
-    assert_eq!(stdout(&not_served), "404");
 
     // A cluster-scoped CRD with a schema that keeps unknown fields under spec.
     let cluster = post(
@@ -504,11 +475,7 @@ fn crds_survive_a_restart_and_bad_or_conflicting_crds_are_refused() {
         "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: things.example.com}\nspec: {group: example.com, scope: Cluster, names: {plural: things, kind: Thing}, versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, properties: {spec: {type: object, x-kubernetes-preserve-unknown-fields: true}}}}}]}\n",
     );
     assert_eq!(cluster["spec"]["scope"], "Cluster", "{cluster}");
-    assert!(served_within(
-        &server,
-        "/apis/example.com/v1/things",
-        Duration::from_secs(1)
-    ));
+    assert!(server.served_within("/apis/example.com/v1/things", Duration::from_secs(1)));
     let thing = post(
         &server,
         "/apis/example.com/v1/things",

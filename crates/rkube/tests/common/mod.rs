@@ -145,6 +145,23 @@ impl Apiserver {
         cmd.output().expect("run curl")
     }
 
+    /// The HTTP status code of a GET of `path`, as the admin.
+    pub fn status_of(&self, path: &str) -> String {
+        stdout(&self.curl(&[path, "-o", "/dev/null", "-w", "%{http_code}"], true))
+    }
+
+    /// Polls `path` until it answers 200 (true) or `limit` passes (false).
+    pub fn served_within(&self, path: &str, limit: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if self.status_of(path) == "200" {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// A request with a body, as the admin; the JSON answer. The User-Agent is fixed, so the
     /// field manager a write records is known (`curl-test`).
     pub fn send(
