@@ -129,6 +129,14 @@ pub async fn run_control_plane(
         &kubeconfig::admin_kubeconfig(&pki, &url),
     )
     .with_context(|| format!("writing the kubeconfig {}", args.write_kubeconfig.display()))?;
+    // Said before serving starts (the socket is bound, connections wait in its backlog), so
+    // whoever sees /readyz answer also finds these lines in the log.
+    tracing::info!(%url, kubeconfig = %args.write_kubeconfig.display(), elapsed = ?started.elapsed(), "apiserver ready");
+    eprintln!(
+        "{who} listening on {url}; admin kubeconfig written to {}; join token in {}",
+        args.write_kubeconfig.display(),
+        token_path(&args.data_dir).display()
+    );
     let serving = tokio::spawn(server.run());
     let controller_manager = if controllers {
         // Its own identity, over the same HTTPS road as any client (DESIGN.md: only the
@@ -144,12 +152,6 @@ pub async fn run_control_plane(
     } else {
         None
     };
-    tracing::info!(%url, kubeconfig = %args.write_kubeconfig.display(), elapsed = ?started.elapsed(), "apiserver ready");
-    eprintln!(
-        "{who} listening on {url}; admin kubeconfig written to {}; join token in {}",
-        args.write_kubeconfig.display(),
-        token_path(&args.data_dir).display()
-    );
 
     shutdown_signal().await;
     if let Some(cm) = controller_manager {
