@@ -140,8 +140,20 @@ async fn reconcile(objects: &Objects, hooks: &Hooks, items: Vec<(String, Value)>
     });
     // Published before Established is written, so a client that waits for the condition can
     // use the resource at once.
-    catalog::set_custom(served);
-    objects.openapi().set_custom(schemas);
+    // Unchanged definitions are the same interned resources: a CRD status write (ours, after
+    // every change) must not make clients' OpenAPI documents be rendered again.
+    let unchanged = {
+        let current = catalog::custom();
+        current.len() == served.len()
+            && current
+                .iter()
+                .zip(&served)
+                .all(|(a, b)| std::ptr::eq(*a, *b))
+    };
+    if !unchanged {
+        catalog::set_custom(served);
+        objects.openapi().set_custom(schemas);
+    }
     let mut cleaning = false;
     for (crd, status) in statuses {
         if !same_status(crd.get("status"), &status) {
