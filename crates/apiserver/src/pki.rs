@@ -213,29 +213,37 @@ fn load_or_mint(
         return Ok(pair);
     }
     let pair = mint()?;
-    write_private(&key_path, &pair.key_pem)?;
-    std::fs::write(&cert_path, &pair.cert_pem).map_err(|source| PkiError::Io {
-        path: cert_path,
-        source,
-    })?;
+    // The key first, the certificate last: a pair is complete once its certificate exists.
+    for (path, contents, mode) in [
+        (&key_path, &pair.key_pem, 0o600),
+        (&cert_path, &pair.cert_pem, 0o644),
+    ] {
+        write_atomically(path, contents, mode).map_err(|source| PkiError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    }
     Ok(pair)
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<()> {
+/// Writes `contents` to `path` with `mode` through a temporary file, synced, then renamed over
+/// it: a reader (a client picking up its certificate while the server starts) or a crash in
+/// the middle never leaves a half-written key or certificate behind.
+pub(crate) fn write_atomically(path: &Path, contents: &str, mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| PkiError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    file.write_all(contents.as_bytes()).map_err(io)
+        .mode(mode)
+        .open(&tmp)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 fn validity(params: &mut CertificateParams, years: i32) {
@@ -340,5 +348,18 @@ mod tests {
             .err()
             .expect("corrupt key accepted");
         assert!(err.to_string().contains("client-admin.key"), "{err}");
+    }
+
+    #[test]
+    fn files_are_replaced_whole_with_their_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("a.key");
+        write_atomically(&key, "one", 0o600).unwrap();
+        write_atomically(&key, "two", 0o600).unwrap();
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "two");
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!dir.path().join("a.key.tmp").exists());
     }
 }
