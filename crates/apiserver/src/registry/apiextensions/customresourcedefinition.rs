@@ -66,6 +66,17 @@ impl Strategy for CustomResourceDefinitionStrategy {
                 ));
             }
         }
+        // Kubernetes' own groups are reserved: a CRD there needs the approval annotation (as
+        // upstream), so nobody shadows a built-in by accident.
+        let protected = ["k8s.io", "kubernetes.io"]
+            .iter()
+            .any(|g| group == *g || group.ends_with(&format!(".{g}")));
+        if protected && str_at(obj, "/metadata/annotations/api-approved.kubernetes.io").is_empty() {
+            errors.push(FieldError::required(
+                "metadata.annotations[api-approved.kubernetes.io]",
+                "protected groups must have approval annotation \"api-approved.kubernetes.io\", see https://github.com/kubernetes/enhancements/pull/1111",
+            ));
+        }
         validate_names(&spec["names"], &mut errors);
         match str_at(spec, "/scope") {
             "" => errors.push(FieldError::required("spec.scope", "")),
@@ -459,6 +470,25 @@ mod tests {
         assert!(CustomResourceDefinitionStrategy.begin_delete(&mut obj));
         assert_eq!(obj["metadata"]["finalizers"], json!([CLEANUP_FINALIZER]));
         assert!(obj["metadata"]["deletionTimestamp"].is_string());
+    }
+
+    #[test]
+    fn kubernetes_groups_need_the_approval_annotation() {
+        let mut obj = crd();
+        obj["spec"]["group"] = json!("networking.k8s.io");
+        obj["metadata"]["name"] = json!("crontabs.networking.k8s.io");
+        let e = errors(&obj);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("metadata.annotations[api-approved.kubernetes.io]: Required value"),
+            "{e:?}"
+        );
+        obj["metadata"]["annotations"] = json!({"api-approved.kubernetes.io": "https://github.com/kubernetes/kubernetes/pull/1"});
+        assert_eq!(errors(&obj), Vec::<String>::new());
+        let mut other = crd();
+        other["spec"]["group"] = json!("notk8s.io");
+        other["metadata"]["name"] = json!("crontabs.notk8s.io");
+        assert_eq!(errors(&other), Vec::<String>::new());
     }
 
     #[test]
