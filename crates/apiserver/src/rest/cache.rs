@@ -61,10 +61,22 @@ pub struct Cached {
     pub revision: Revision,
     json: Bytes,
     /// kubectl's `Table` row with `PartialObjectMetadata`, for the resource named first.
-    row: OnceLock<(String, RowTemplate)>,
+    row: OnceLock<(ResourceId, RowTemplate)>,
     /// What selectors read (labels, selectable fields), for the resource named first: decoding
     /// the whole object for each selector test made `-l` over 10,000 pods take half a second.
-    selectable: OnceLock<(String, Selectable)>,
+    selectable: OnceLock<(ResourceId, Selectable)>,
+}
+
+/// Which catalogue entry a kept row or selector view was made for: its address, compared on
+/// every listed object without formatting anything. Entries live for the process, and a custom
+/// resource whose CRD changed (other printer columns) is a new entry, so its rows are made anew.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ResourceId(usize);
+
+impl ResourceId {
+    fn of(info: &crate::registry::ResourceInfo) -> Self {
+        Self(std::ptr::from_ref(info) as usize)
+    }
 }
 
 /// An object's labels and its selectable fields (`metadata.name`, `metadata.namespace` and the
@@ -78,24 +90,13 @@ pub struct Selectable {
 
 impl Selectable {
     fn of(info: &crate::registry::ResourceInfo, obj: &Value) -> Selectable {
-        let mut fields = vec![
-            (
-                "metadata.name",
-                crate::registry::str_at(obj, "/metadata/name").to_owned(),
-            ),
-            (
-                "metadata.namespace",
-                crate::registry::str_at(obj, "/metadata/namespace").to_owned(),
-            ),
-        ];
-        fields.extend(info.strategy.field_labels(obj));
         Selectable {
             labels: obj
                 .pointer("/metadata/labels")
                 .and_then(Value::as_object)
                 .cloned()
                 .unwrap_or_default(),
-            fields,
+            fields: super::selectable_fields(info, obj),
         }
     }
 }
@@ -171,7 +172,7 @@ impl Cached {
     /// once (for the resource it is first listed as; another version's columns are made each
     /// time), with its ages worked out each time.
     pub fn write_metadata_row(&self, info: &crate::registry::ResourceInfo, out: &mut Vec<u8>) {
-        let id = format!("{}/{}/{}", info.group, info.version, info.plural);
+        let id = ResourceId::of(info);
         let make = || {
             crate::registry::table::with_deferred_ages(|| {
                 let row = super::render::table_row(
@@ -182,7 +183,7 @@ impl Cached {
                 RowTemplate::new(&serde_json::to_vec(&row).unwrap_or_default())
             })
         };
-        let (cached_for, template) = self.row.get_or_init(|| (id.clone(), make()));
+        let (cached_for, template) = self.row.get_or_init(|| (id, make()));
         if *cached_for == id {
             template.write(out);
         } else {
@@ -195,10 +196,10 @@ impl Cached {
         if filter.is_empty() {
             return true;
         }
-        let id = format!("{}/{}/{}", info.group, info.version, info.plural);
+        let id = ResourceId::of(info);
         let (for_id, selectable) = self
             .selectable
-            .get_or_init(|| (id.clone(), Selectable::of(info, &self.value())));
+            .get_or_init(|| (id, Selectable::of(info, &self.value())));
         if *for_id == id {
             filter.matches_selectable(selectable)
         } else {
@@ -741,6 +742,33 @@ mod tests {
         // The kept row is the same row, its age worked out again.
         assert!(matches!(obj.row.get(), Some((_, t)) if t.0.len() == 3));
         assert_eq!(row(&obj)["cells"].as_array().unwrap().len(), cells.len());
+    }
+
+    #[test]
+    fn rows_follow_a_crd_whose_columns_changed() {
+        use crate::registry::apiextensions::customresource::intern;
+        let crd = |path: &str| {
+            json!({"spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "things", "kind": "Thing"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "additionalPrinterColumns": [{"name": "Col", "type": "string", "jsonPath": path}]}]}})
+        };
+        let (one, two) = (crd(".spec.a"), crd(".spec.b"));
+        let first = intern(&one, &one["spec"]["versions"][0], false);
+        let second = intern(&two, &two["spec"]["versions"][0], false);
+        let obj = Cached::new(
+            "/registry/example.com/things/default/t".into(),
+            3,
+            json!({"apiVersion": "example.com/v1", "kind": "Thing",
+                "metadata": {"name": "t", "namespace": "default"}, "spec": {"a": "x", "b": "y"}}),
+        );
+        for (info, cell) in [(first, "x"), (second, "y"), (first, "x")] {
+            let mut out = Vec::new();
+            obj.write_metadata_row(info, &mut out);
+            let row: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(row["cells"], json!(["t", cell]));
+        }
+        assert!(matches!(obj.row.get(), Some((id, _)) if *id == ResourceId::of(first)));
     }
 
     const SMALL: RingLimits = RingLimits {

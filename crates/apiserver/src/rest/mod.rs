@@ -1914,19 +1914,22 @@ impl Filter {
         if !self.labels.matches_object(obj) {
             return false;
         }
-        if self.fields.is_empty() {
-            return true;
-        }
-        let mut fields = vec![
-            ("metadata.name", str_at(obj, "/metadata/name").to_owned()),
-            (
-                "metadata.namespace",
-                str_at(obj, "/metadata/namespace").to_owned(),
-            ),
-        ];
-        fields.extend(info.strategy.field_labels(obj));
-        self.fields.matches(&fields)
+        self.fields.is_empty() || self.fields.matches(&selectable_fields(info, obj))
     }
+}
+
+/// The fields a field selector may test, with `obj`'s values: `metadata.name`,
+/// `metadata.namespace` and the strategy's own.
+pub(crate) fn selectable_fields(info: &ResourceInfo, obj: &Value) -> Vec<(&'static str, String)> {
+    let mut fields = vec![
+        ("metadata.name", str_at(obj, "/metadata/name").to_owned()),
+        (
+            "metadata.namespace",
+            str_at(obj, "/metadata/namespace").to_owned(),
+        ),
+    ];
+    fields.extend(info.strategy.field_labels(obj));
+    fields
 }
 
 /// Creates the system namespaces that do not exist yet.
