@@ -2,14 +2,16 @@
 //! in the same run, rounds of the two sides interleaved so that load drift hits both:
 //!
 //! 1. create + start + wait for exit + remove of a busybox container running `true`: rkube's
-//!    library API (`rkube_runtime::Runtime`, with this crate's binary as its shim and the
-//!    `rkube-shim` executable it embeds as shim monitor, as in production) against Debian's `runc` driven directly on the same OCI spec (the
-//!    `config.json` rkube wrote for such a container: the same sandbox namespaces joined, the same
-//!    seccomp profile, mounts and cgroup parent) and the same kind of root: an overlay of the
-//!    same unpacked layer with a fresh upper dir, mounted and removed by the same functions
-//!    (`rootfs::mount`, `rootfs::unmount`). runc's side is timed as mount + `config.json` +
-//!    `runc run` (create, start, wait, delete) + unmount. rkube's rounds are also timed by phase,
-//!    to show where the time goes.
+//!    library API (`rkube_runtime::Runtime`, with the `rkube-shim` executable `rkube` embeds
+//!    creating the container and staying as its monitor, as in production) against Debian's
+//!    `runc` driven directly on the same OCI spec (the `config.json` rkube wrote for such a
+//!    container: the same sandbox namespaces joined, the same seccomp profile, mounts and cgroup
+//!    parent) and the same kind of root: an overlay of the same unpacked layer with a fresh
+//!    upper dir, mounted, unmounted and discarded by the same functions (`rootfs::mount`,
+//!    `rootfs::unmount_root`, `Trash::discard`, which deletes directories in the background on
+//!    both sides). runc's side is timed as mount + `config.json` + `runc run` (create, start,
+//!    wait, delete) + unmount + discard. rkube's rounds are also timed by phase, to show where
+//!    the time goes.
 //! 2. a pod sandbox and one container (`sleep 3600`) until `ContainerStatus` says RUNNING:
 //!    `rkube runtime` against containerd + runc, through the same CRI client, the image pulled
 //!    beforehand; teardown is not timed. Pods get their own network namespace: containerd's
@@ -32,6 +34,7 @@ use k8s_cri::v1 as cri;
 use rkube_runtime::cri::client::CriClient;
 use rkube_runtime::image::pull::{Puller, RegistriesConfig, this_platform};
 use rkube_runtime::rootfs::{self, LayerStore};
+use rkube_runtime::trash::Trash;
 use rkube_runtime::{ContainerConfig, ContainerState, Runtime, RuntimeConfig, SandboxConfig};
 use rkube_testsupport::containerd::Containerd;
 use rkube_testsupport::registry::{Layout, Registry, busybox_entries, push_pause_image};
@@ -320,6 +323,7 @@ fn containers(
         root: state.join("runc"),
         bundles: work.join("runc"),
         pod_cgroup,
+        trash: Trash::open(&work.join("runc-trash")).expect("trash"),
     };
     runc.round("warm-up");
 
@@ -355,8 +359,9 @@ fn containers(
     (ours, phases, theirs)
 }
 
-/// Polls the container's status until it exited (every millisecond: the poll's delay stays
-/// small beside the figure); returns its exit code.
+/// Polls the container's status until it exited (every 100 µs: a poll's delay must stay small
+/// beside a figure of a few milliseconds; `runc run` waits for its child directly); returns its
+/// exit code.
 fn wait_exited(rt: &Runtime, id: &str) -> Option<i32> {
     let started = Instant::now();
     loop {
@@ -368,7 +373,7 @@ fn wait_exited(rt: &Runtime, id: &str) -> Option<i32> {
             started.elapsed() < PATIENCE,
             "{id} did not exit: {status:?}"
         );
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_micros(100));
     }
 }
 
@@ -384,6 +389,9 @@ struct Runc {
     bundles: PathBuf,
     /// The sandbox's cgroup: each container's goes under it, as rkube's does.
     pod_cgroup: String,
+    /// Removed bundles go here and are deleted in the background, as rkube's container
+    /// directories are (the same code).
+    trash: Trash,
 }
 
 impl Runc {
@@ -411,8 +419,8 @@ impl Runc {
             .stdin(Stdio::null())
             .output()
             .expect("run runc");
-        rootfs::unmount(&bundle).expect("unmount");
-        fs::remove_dir_all(&bundle).expect("remove bundle");
+        rootfs::unmount_root(&bundle).expect("unmount");
+        self.trash.discard(&bundle).expect("remove bundle");
         let took = started.elapsed();
         assert!(
             out.status.success(),

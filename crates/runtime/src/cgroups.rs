@@ -1,9 +1,11 @@
 //! Cgroups: which layout this machine has, and the pod-level cgroups the runtime owns itself.
 //!
-//! libcontainer creates, limits and deletes each *container's* cgroup from the spec's
-//! `cgroupsPath`; this module owns what it does not: the layout detection (so the runtime and
-//! the shim know where files live), the *pod* cgroup that contains the sandbox holder and is the
-//! parent of its containers' cgroups, and reading back values (OOM kills, CPU quota).
+//! This module owns the layout detection (so the runtime and the shim know where files live),
+//! the *pod* cgroup that contains the sandbox holder and is the parent of its containers'
+//! cgroups, each container's cgroup with its limits and device rules (which the container's
+//! init joins itself), and reading back values (OOM kills, CPU quota). On a v2-only machine a
+//! container's cgroup is libcontainer's instead, because v2 limits devices with an eBPF
+//! program ([`CgroupDriver::limit_devices`]).
 //!
 //! Three layouts exist: `Legacy` (v1 controllers only), `Hybrid` (v1 controllers plus an
 //! empty v2 tree at `/sys/fs/cgroup/unified`, as on this project's machines) and `Unified`
@@ -167,6 +169,37 @@ pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
     /// Changes the CPU and memory limits of a live cgroup: each value that is set (non-zero;
     /// a quota of -1 lifts the CPU limit) replaces the current one, the rest stay.
     fn update(&self, path: &str, resources: &Resources) -> Result<(), CgroupError>;
+    /// The `cgroup.procs` file of the cgroup in every hierarchy: a process joins the cgroup by
+    /// writing `0` (itself) to each, as a container's init does.
+    fn procs_files(&self, path: &str) -> Result<Vec<PathBuf>, CgroupError>;
+    /// The processes in the cgroup (not its children).
+    fn pids(&self, path: &str) -> Result<Vec<i32>, CgroupError>;
+    /// Limits the devices the cgroup's processes may open or create: all for a privileged
+    /// container, else the OCI runtime spec's defaults. `false` when this layout cannot do it
+    /// with files (v2 needs an eBPF program), so the caller must leave it to libcontainer.
+    fn limit_devices(&self, path: &str, privileged: bool) -> Result<bool, CgroupError>;
+}
+
+/// The device rules of an unprivileged container, in v1 `devices.allow` syntax: any device
+/// node may be created (`m`; opening is what matters), the OCI runtime spec's default devices
+/// and pseudo-terminals may be used, as runc allows.
+pub const DEFAULT_DEVICE_RULES: [&str; 11] = [
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
+
+/// The pids listed in a `cgroup.procs` file.
+fn parse_pids(text: &str) -> Vec<i32> {
+    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
 /// cgroup v2's `cpu.weight` for v1's `cpu.shares` (2..262144 onto 1..10000), as runc maps it.
@@ -278,6 +311,18 @@ impl V1 {
         mounts
     }
 
+    /// A new cpuset cgroup starts with no CPUs or memory nodes and refuses tasks until given
+    /// its parent's.
+    fn inherit_cpuset(&self, mount: &Path, parent: &Path, dir: &Path) -> Result<(), CgroupError> {
+        if self.controllers.get("cpuset").map(PathBuf::as_path) == Some(mount) {
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                let value = read_file(&parent.join(file))?;
+                write_file(&dir.join(file), value.trim())?;
+            }
+        }
+        Ok(())
+    }
+
     fn dir(&self, controller: &str, path: &str) -> Result<Option<PathBuf>, CgroupError> {
         let rel = relative(path)?;
         Ok(self.controllers.get(controller).map(|m| m.join(rel)))
@@ -332,6 +377,17 @@ impl CgroupDriver for V1 {
     fn create(&self, path: &str) -> Result<(), CgroupError> {
         let rel = relative(path)?;
         for mount in self.hierarchies() {
+            // Usually only the last level is new (a container in its pod's cgroup): one mkdir,
+            // not one per level.
+            let leaf = mount.join(&rel);
+            match (fs::create_dir(&leaf), leaf.parent()) {
+                (Ok(()), Some(parent)) => {
+                    self.inherit_cpuset(mount, parent, &leaf)?;
+                    continue;
+                }
+                (Err(e), _) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                _ => {}
+            }
             let mut dir = mount.clone();
             for part in rel.iter() {
                 let parent = dir.clone();
@@ -341,14 +397,7 @@ impl CgroupDriver for V1 {
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                     Err(source) => return Err(CgroupError::Create { path: dir, source }),
                 }
-                // A new cpuset cgroup starts with no CPUs or memory nodes and refuses tasks
-                // until given its parent's.
-                if self.controllers.get("cpuset") == Some(mount) {
-                    for file in ["cpuset.cpus", "cpuset.mems"] {
-                        let value = read_file(&parent.join(file))?;
-                        write_file(&dir.join(file), value.trim())?;
-                    }
-                }
+                self.inherit_cpuset(mount, &parent, &dir)?;
             }
         }
         Ok(())
@@ -421,6 +470,45 @@ impl CgroupDriver for V1 {
         Ok(())
     }
 
+    fn procs_files(&self, path: &str) -> Result<Vec<PathBuf>, CgroupError> {
+        let rel = relative(path)?;
+        Ok(self
+            .hierarchies()
+            .into_iter()
+            .map(|m| m.join(&rel).join("cgroup.procs"))
+            .collect())
+    }
+
+    fn pids(&self, path: &str) -> Result<Vec<i32>, CgroupError> {
+        let rel = relative(path)?;
+        let Some(mount) = self.hierarchies().into_iter().next() else {
+            return Ok(Vec::new());
+        };
+        match fs::read_to_string(mount.join(rel).join("cgroup.procs")) {
+            Ok(text) => Ok(parse_pids(&text)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(CgroupError::Read {
+                path: mount.join(relative(path)?).join("cgroup.procs"),
+                source,
+            }),
+        }
+    }
+
+    fn limit_devices(&self, path: &str, privileged: bool) -> Result<bool, CgroupError> {
+        let Some(dir) = self.dir("devices", path)? else {
+            return Ok(false);
+        };
+        if privileged {
+            write_file(&dir.join("devices.allow"), "a")?;
+            return Ok(true);
+        }
+        write_file(&dir.join("devices.deny"), "a")?;
+        for rule in DEFAULT_DEVICE_RULES {
+            write_file(&dir.join("devices.allow"), rule)?;
+        }
+        Ok(true)
+    }
+
     fn usage(&self, path: &str) -> Result<CgroupUsage, CgroupError> {
         let read = |controller: &str, file: &str| -> Result<String, CgroupError> {
             match self.dir(controller, path)? {
@@ -476,6 +564,23 @@ impl CgroupDriver for V2 {
             &self.root.join(relative(path)?).join("cgroup.procs"),
             &pid.to_string(),
         )
+    }
+
+    fn procs_files(&self, path: &str) -> Result<Vec<PathBuf>, CgroupError> {
+        Ok(vec![self.root.join(relative(path)?).join("cgroup.procs")])
+    }
+
+    fn pids(&self, path: &str) -> Result<Vec<i32>, CgroupError> {
+        let file = self.root.join(relative(path)?).join("cgroup.procs");
+        match fs::read_to_string(&file) {
+            Ok(text) => Ok(parse_pids(&text)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(CgroupError::Read { path: file, source }),
+        }
+    }
+
+    fn limit_devices(&self, _path: &str, _privileged: bool) -> Result<bool, CgroupError> {
+        Ok(false)
     }
 
     fn remove(&self, path: &str) -> Result<(), CgroupError> {

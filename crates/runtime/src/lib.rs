@@ -7,11 +7,13 @@
 //! `ExecSync` ([`exec`]); registry pulls live in [`image`], and the CRI gRPC server ([`cri`])
 //! serves the image store and wraps [`Runtime`] for sandboxes and containers.
 //!
-//! The helper processes are started with a hidden subcommand: `shim` (creates a container with
-//! libcontainer) and `exec` run the `rkube` binary; the long-lived `shim-monitor` (one per
-//! container) and `pause` (one per pod) run the small `rkube-shim` executable
-//! ([`RuntimeConfig::lean_helper`]), whose code is the `rkube-shim` crate. [`helper_main`]
-//! dispatches all four, so any binary calling it can serve as either helper.
+//! The helper processes are started with a hidden subcommand: `create-container` (creates a
+//! container, then becomes its `shim-monitor`, one per container) and `pause` (one per pod) run
+//! the small `rkube-shim` executable ([`RuntimeConfig::lean_helper`]), whose code is the
+//! `rkube-shim` crate; `exec` and `shim` (libcontainer's create path, on cgroup v2 only) run the
+//! `rkube` binary. [`helper_main`] dispatches them all, so any binary calling it can serve as
+//! either helper. Removed containers' directories are deleted in the background ([`trash`]);
+//! seccomp profiles are compiled here ([`seccomp`]).
 
 pub mod cgroups;
 pub mod cri;
@@ -21,8 +23,10 @@ pub mod install;
 pub mod rootfs;
 pub mod runtime;
 pub mod sandbox;
+pub mod seccomp;
 pub mod shim;
 pub mod spec;
+pub mod trash;
 
 /// The CRI log format, written by the shim monitor (which lives in `rkube-shim`).
 pub use rkube_shim::logs;

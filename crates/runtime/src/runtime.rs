@@ -11,8 +11,11 @@
 //! <root>/layers/<chain>/fs      unpacked layers, shared (see rootfs)
 //! <root>/sandboxes/<id>/        sandbox.json, hosts, resolv.conf, hostname, shm/, pause.log
 //! <root>/containers/<id>/       container.json, config.json (OCI bundle), shim.json,
-//!                               exit.json, upper/ work/ rootfs/, container.log, shim.log
-//! <state_dir>/<id>/             libcontainer's state (normally under /run)
+//!                               exit.json, exec.fifo, upper/ work/ rootfs/, container.log,
+//!                               shim.log
+//! <root>/seccomp/<sha256>.bpf   compiled seccomp profiles
+//! <root>/trash/                 removed containers' directories, being deleted
+//! <state_dir>/<id>/             libcontainer's state, which its exec reads (under /run)
 //! ```
 //!
 //! Calls block (they wait for processes and the filesystem); an async server wraps them in
@@ -40,10 +43,16 @@ use crate::sandbox::{
     LoopbackOnly, NetworkHook, NetworkStatus, SandboxConfig, SandboxConfigError, SandboxNetwork,
     check_hostname, check_sysctls, hosts_file, pause_args, resolv_conf,
 };
-use crate::shim::{ExitRecord, ShimConfig, ShimReport, now_ns, read_exit, write_atomic};
+use crate::shim::{
+    ExitRecord, ShimConfig, ShimReport, now_ns, read_exit, write_atomic, write_durable,
+};
 use crate::spec::{
     ContainerConfig, Resources, SandboxContext, SpecError, SpecInputs, build_spec, resolve_args,
 };
+use crate::trash::Trash;
+
+/// How old a container directory without a record must be to be an orphan.
+const ORPHAN_AGE: Duration = Duration::from_secs(60);
 
 /// Serializes the libcontainer calls that change the process-wide working directory.
 static CHDIR: Mutex<()> = Mutex::new(());
@@ -233,11 +242,11 @@ pub struct RuntimeConfig {
     pub root: PathBuf,
     /// libcontainer's state (a tmpfs such as `/run/rkube/runtime` in production).
     pub state_dir: PathBuf,
-    /// The binary that serves the `shim` and `exec` subcommands (the `rkube` binary): the
-    /// short-lived helpers, which need libcontainer.
+    /// The binary that serves the `shim` (cgroup v2 only) and `exec` subcommands (the `rkube`
+    /// binary): the short-lived helpers, which need libcontainer.
     pub helper: PathBuf,
-    /// The executable that serves `shim-monitor` and `pause`, the helpers that live as long as
-    /// a container or a pod: `rkube runtime` points it at the small `rkube-shim` it embeds and
+    /// The executable that serves `create-container`, `shim-monitor` and `pause`, the helpers
+    /// that live as long as a container or a pod: `rkube runtime` points it at the small `rkube-shim` it embeds and
     /// writes under its data directory, so that each of them keeps little memory resident.
     /// [`RuntimeConfig::new`] sets it to `helper`, which serves them too.
     pub lean_helper: PathBuf,
@@ -351,6 +360,10 @@ struct ContainerRecord {
     init: Option<ProcessRef>,
     log_path: PathBuf,
     cgroup: String,
+    /// Created by `rkube-shim create-container` (started through its exec FIFO, no
+    /// libcontainer state of its own); `false` for libcontainer's (and records written before).
+    #[serde(default)]
+    own_init: bool,
 }
 
 /// A container's state (CRI's `ContainerState`).
@@ -487,6 +500,8 @@ pub struct Runtime {
     network: Box<dyn NetworkHook>,
     /// Serialises sandbox/container record updates within this process.
     lock: Mutex<()>,
+    /// Where removed containers' directories go to be deleted in the background.
+    trash: Trash,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -522,13 +537,29 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     }
 }
 
-fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+/// Whether a record must survive a machine crash ([`write_durable`]) or only a crash of this
+/// process ([`write_atomic`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Synced: the record's existence (a sandbox or container to list and clean up after a
+    /// reboot).
+    Durable,
+    /// Not synced: what dies with the machine's processes anyway (a process ID, a start time,
+    /// the shim's instructions). After a power cut the file may hold the previous version.
+    Volatile,
+}
+
+fn write_json<T: serde::Serialize>(path: &Path, value: &T, durability: Durability) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| RuntimeError::Io {
         step: "encoding",
         path: path.to_owned(),
         source: e.into(),
     })?;
-    write_atomic(path, &bytes).map_err(io_err("writing", path))
+    match durability {
+        Durability::Durable => write_durable(path, &bytes),
+        Durability::Volatile => write_atomic(path, &bytes),
+    }
+    .map_err(io_err("writing", path))
 }
 
 /// Reaps a helper child in the background so it never lingers as a zombie of this process;
@@ -599,14 +630,45 @@ impl Runtime {
         }
         let layers = LayerStore::open(&config.root.join("layers")).map_err(RuntimeError::Rootfs)?;
         let cgroups = Cgroups::detect().map_err(RuntimeError::Cgroup)?;
-        Ok(Self {
+        let trash_dir = config.root.join("trash");
+        let trash = Trash::open(&trash_dir).map_err(io_err("opening", &trash_dir))?;
+        let runtime = Self {
             config,
             images,
             layers,
             cgroups,
             network,
             lock: Mutex::new(()),
-        })
+            trash,
+        };
+        runtime.discard_orphans()?;
+        Ok(runtime)
+    }
+
+    /// Discards container directories without a readable record. A record is written without
+    /// waiting for the disk (it describes processes that die with the machine), so after a
+    /// power cut a container's directory may have lost it; such a directory is an orphan. One
+    /// younger than a minute may be a create of a runtime still running: left alone.
+    fn discard_orphans(&self) -> Result<()> {
+        let containers = self.config.root.join("containers");
+        for id in list_ids(&containers)? {
+            let dir = containers.join(&id);
+            let orphan = matches!(
+                read_json::<ContainerRecord>(&dir.join("container.json")),
+                Ok(None) | Err(RuntimeError::CorruptState { .. })
+            );
+            let old = fs::metadata(&dir)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default() > ORPHAN_AGE);
+            if orphan && old {
+                tracing::warn!(container = %id, "discarding a container directory without a record");
+                rootfs::unmount_root(&dir).map_err(RuntimeError::Rootfs)?;
+                self.trash
+                    .discard(&dir)
+                    .map_err(io_err("discarding", &dir))?;
+            }
+        }
+        Ok(())
     }
 
     /// The image store.
@@ -661,10 +723,10 @@ impl Runtime {
             network: NetworkStatus::default(),
             stopped: false,
         };
-        write_json(&dir.join("sandbox.json"), &record)?;
+        write_json(&dir.join("sandbox.json"), &record, Durability::Durable)?;
         match self.setup_sandbox(&mut record, &dir) {
             Ok(()) => {
-                write_json(&dir.join("sandbox.json"), &record)?;
+                write_json(&dir.join("sandbox.json"), &record, Durability::Volatile)?;
                 Ok(id)
             }
             Err(e) => {
@@ -796,7 +858,11 @@ impl Runtime {
         }
         let _guard = self.guard();
         self.teardown_sandbox(&mut record)?;
-        write_json(&self.sandbox_dir(id).join("sandbox.json"), &record)
+        write_json(
+            &self.sandbox_dir(id).join("sandbox.json"),
+            &record,
+            Durability::Volatile,
+        )
     }
 
     /// Removes a sandbox and all its containers (stopping them first).
@@ -849,6 +915,9 @@ impl Runtime {
             match self.sandbox_status(&id) {
                 Ok(s) => out.push(s),
                 Err(RuntimeError::SandboxNotFound { .. }) => {} // removed meanwhile
+                Err(e @ RuntimeError::CorruptState { .. }) => {
+                    tracing::warn!(sandbox = %id, error = %e, "skipping an unreadable record");
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -902,8 +971,10 @@ impl Runtime {
             started_at_ns: None,
             init: None,
             log_path,
+            own_init: false,
         };
-        write_json(&dir.join("container.json"), &record)?;
+        // Not synced: see `discard_orphans` for a directory whose record a power cut lost.
+        write_json(&dir.join("container.json"), &record, Durability::Volatile)?;
         match self.create_in(record, &sandbox, holder, &digest, &image_config, &dir) {
             Ok(()) => Ok(id),
             Err(e) => {
@@ -959,6 +1030,39 @@ impl Runtime {
             path: bundle_config.clone(),
             source: io::Error::other(e.to_string()),
         })?;
+        // The container's cgroup with its limits, which its init joins (where the layout lets
+        // files limit devices; else libcontainer makes it from the spec).
+        self.cgroups
+            .create(&record.cgroup)
+            .and_then(|()| {
+                self.cgroups
+                    .update(&record.cgroup, &record.config.resources)
+            })
+            .map_err(RuntimeError::Cgroup)?;
+        record.own_init = self
+            .cgroups
+            .limit_devices(&record.cgroup, record.config.privileged)
+            .map_err(RuntimeError::Cgroup)?;
+        let (cgroup_procs, seccomp_program) = if record.own_init {
+            let procs = self
+                .cgroups
+                .procs_files(&record.cgroup)
+                .map_err(RuntimeError::Cgroup)?;
+            let program = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+                Some(profile) => Some(
+                    crate::seccomp::program(&self.config.root.join("seccomp"), profile).map_err(
+                        |e| RuntimeError::CreateFailed {
+                            id: record.id.clone(),
+                            message: e.to_string(),
+                        },
+                    )?,
+                ),
+                None => None,
+            };
+            (procs, program)
+        } else {
+            (Vec::new(), None)
+        };
         let shim_config = ShimConfig {
             id: record.id.clone(),
             bundle: dir.to_owned(),
@@ -969,12 +1073,26 @@ impl Runtime {
             exit_file: dir.join("exit.json"),
             oom_file: self.cgroups.oom_events_file(&record.cgroup).ok(),
             monitor: self.config.lean_helper.clone(),
+            cgroup_procs,
+            seccomp_program,
         };
-        write_json(&crate::shim::config_path(dir), &shim_config)?;
+        write_json(
+            &crate::shim::config_path(dir),
+            &shim_config,
+            Durability::Volatile,
+        )?;
         let shim_log = dir.join("shim.log");
         let shim_log_file = fs::File::create(&shim_log).map_err(io_err("creating", &shim_log))?;
-        let mut child = Command::new(&self.config.helper)
-            .arg("shim")
+        let mut command = if record.own_init {
+            let mut c = Command::new(&self.config.lean_helper);
+            c.arg("create-container");
+            c
+        } else {
+            let mut c = Command::new(&self.config.helper);
+            c.arg("shim");
+            c
+        };
+        let mut child = command
             .arg(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -982,7 +1100,7 @@ impl Runtime {
             .process_group(0)
             .spawn()
             .map_err(|source| RuntimeError::ShimSpawn {
-                helper: self.config.helper.clone(),
+                helper: PathBuf::from(command.get_program()),
                 source,
             })?;
         let mut said = String::new();
@@ -997,8 +1115,11 @@ impl Runtime {
         match report {
             Some(ShimReport::Created { pid }) => {
                 record.init = ProcessRef::of(pid);
+                if record.own_init {
+                    self.save_exec_state(&record, pid, dir)?;
+                }
                 let _guard = self.guard();
-                write_json(&dir.join("container.json"), &record)
+                write_json(&dir.join("container.json"), &record, Durability::Volatile)
             }
             Some(ShimReport::Error { message }) => Err(RuntimeError::CreateFailed {
                 id: record.id.clone(),
@@ -1012,6 +1133,27 @@ impl Runtime {
                 ),
             }),
         }
+    }
+
+    /// The state libcontainer's exec (its tenant builder) reads to join a running container:
+    /// written for containers whose init is `rkube-shim`'s, which keeps no such state. The
+    /// runtime's own records decide the container's state, so it is written as running.
+    fn save_exec_state(&self, record: &ContainerRecord, pid: i32, bundle: &Path) -> Result<()> {
+        use libcontainer::container::{ContainerStatus, State};
+        let root = self.config.state_dir.join(&record.id);
+        fs::create_dir_all(&root).map_err(io_err("creating", &root))?;
+        State::new(
+            &record.id,
+            ContainerStatus::Running,
+            Some(pid),
+            bundle.to_owned(),
+        )
+        .save(&root)
+        .map_err(|e| RuntimeError::Libcontainer {
+            action: "save",
+            id: record.id.clone(),
+            message: e.to_string(),
+        })
     }
 
     fn load_container(&self, id: &str) -> Result<ContainerRecord> {
@@ -1052,22 +1194,35 @@ impl Runtime {
                 action: "start",
             });
         }
-        let mut container = self.libcontainer(id, "start")?;
         // Taken before the start: a short container can exit (and its shim record the finish
         // time) before `start` returns, and a start time after the finish confuses the kubelet.
         let started_at = now_ns();
-        let started = {
-            let _cwd = CHDIR.lock().unwrap_or_else(|e| e.into_inner());
-            container.start()
-        };
-        started.map_err(|e| RuntimeError::Libcontainer {
-            action: "start",
-            id: id.to_owned(),
-            message: e.to_string(),
-        })?;
+        if record.own_init {
+            start_through_fifo(&self.container_dir(id).join(rkube_shim::create::EXEC_FIFO))
+                .map_err(|e| RuntimeError::Libcontainer {
+                    action: "start",
+                    id: id.to_owned(),
+                    message: e,
+                })?;
+        } else {
+            let mut container = self.libcontainer(id, "start")?;
+            let started = {
+                let _cwd = CHDIR.lock().unwrap_or_else(|e| e.into_inner());
+                container.start()
+            };
+            started.map_err(|e| RuntimeError::Libcontainer {
+                action: "start",
+                id: id.to_owned(),
+                message: e.to_string(),
+            })?;
+        }
         record.started_at_ns = Some(started_at);
         let _guard = self.guard();
-        write_json(&self.container_dir(id).join("container.json"), &record)
+        write_json(
+            &self.container_dir(id).join("container.json"),
+            &record,
+            Durability::Volatile,
+        )
     }
 
     /// Stops a container: SIGTERM, then SIGKILL once `grace` has passed (at once for zero).
@@ -1096,16 +1251,25 @@ impl Runtime {
             }
         }
         // Every process of the container, also those outside its PID namespace's init tree.
-        match self.libcontainer(id, "kill") {
-            Ok(mut c) => {
-                if c.kill(Signal::SIGKILL, true).is_err() && init.alive() {
-                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-                }
-            }
-            Err(_) if init.alive() => {
+        if record.own_init {
+            if init.alive() {
                 let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
             }
-            Err(_) => {}
+            for other in self.cgroups.pids(&record.cgroup).unwrap_or_default() {
+                let _ = nix::sys::signal::kill(Pid::from_raw(other), Signal::SIGKILL);
+            }
+        } else {
+            match self.libcontainer(id, "kill") {
+                Ok(mut c) => {
+                    if c.kill(Signal::SIGKILL, true).is_err() && init.alive() {
+                        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                    }
+                }
+                Err(_) if init.alive() => {
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                }
+                Err(_) => {}
+            }
         }
         if wait_until(KILL_WAIT, done) {
             Ok(())
@@ -1141,7 +1305,8 @@ impl Runtime {
     /// Removes whatever exists of a container; used by `remove` and by failed creates.
     fn cleanup_container(&self, id: &str) -> Result<()> {
         let record = self.load_container(id).ok();
-        if self.config.state_dir.join(id).exists() {
+        let own_init = record.as_ref().is_some_and(|r| r.own_init);
+        if self.config.state_dir.join(id).exists() && !own_init {
             match self.libcontainer(id, "delete") {
                 Ok(mut c) => {
                     if let Err(e) = c.delete(true) {
@@ -1150,25 +1315,18 @@ impl Runtime {
                 }
                 Err(e) => tracing::warn!(container = id, error = %e, "loading libcontainer state"),
             }
-            let _ = fs::remove_dir_all(self.config.state_dir.join(id));
         }
+        let _ = fs::remove_dir_all(self.config.state_dir.join(id));
         if let Some(record) = &record {
             self.cgroups
                 .remove(&record.cgroup)
                 .map_err(RuntimeError::Cgroup)?;
         }
         let dir = self.container_dir(id);
-        rootfs::unmount(&dir).map_err(RuntimeError::Rootfs)?;
+        rootfs::unmount_root(&dir).map_err(RuntimeError::Rootfs)?;
         // A log outside the container directory is in the kubelet's log directory, which the
         // kubelet cleans; the default one goes with the directory.
-        match fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(RuntimeError::Io {
-                step: "removing",
-                path: dir,
-                source: e,
-            }),
-            _ => Ok(()),
-        }
+        self.trash.discard(&dir).map_err(io_err("removing", &dir))
     }
 
     fn status_of(&self, record: &ContainerRecord) -> ContainerStatus {
@@ -1229,6 +1387,10 @@ impl Runtime {
             match self.load_container(&id) {
                 Ok(r) => out.push(self.status_of(&r)),
                 Err(RuntimeError::ContainerNotFound { .. }) => {}
+                // A record torn by a power cut: one container unlisted, not the node.
+                Err(e @ RuntimeError::CorruptState { .. }) => {
+                    tracing::warn!(container = %id, error = %e, "skipping an unreadable record");
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -1313,7 +1475,11 @@ impl Runtime {
             current.memory_limit_bytes = resources.memory_limit_bytes;
         }
         let _guard = self.guard();
-        write_json(&self.container_dir(id).join("container.json"), &record)
+        write_json(
+            &self.container_dir(id).join("container.json"),
+            &record,
+            Durability::Durable,
+        )
     }
 
     /// Runs `cmd` in a running container, collecting its output; kills it after `timeout`.
@@ -1481,8 +1647,30 @@ impl Runtime {
             list_ids(&self.config.root.join("containers"))?.len(),
         );
         out.insert("libcontainer", list_ids(&self.config.state_dir)?.len());
+        let trash = self.config.root.join("trash");
+        out.insert(
+            "trash",
+            self.trash.pending().map_err(io_err("reading", &trash))?,
+        );
         Ok(out)
     }
+}
+
+/// Starts a container created by `rkube-shim create-container`: its init waits for one byte on
+/// the exec FIFO. Opening without blocking fails at once when no init holds the other end.
+fn start_through_fifo(fifo: &Path) -> std::result::Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(fifo)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENXIO) => "the container's init is gone".to_owned(),
+            _ => format!("opening {}: {e}", fifo.display()),
+        })?;
+    file.write_all(&[0])
+        .map_err(|e| format!("writing {}: {e}", fifo.display()))
 }
 
 fn list_ids(dir: &Path) -> Result<Vec<String>> {

@@ -1,20 +1,19 @@
 //! The per-container shim: a small process that owns one container, so the runtime (and later
 //! the kubelet) can exit and start again without touching running workloads.
 //!
-//! The runtime starts `<helper> shim <container dir>` (the helper is the `rkube` binary). The
+//! On a machine whose cgroups are v1 (or hybrid) the small `rkube-shim` executable creates the
+//! container itself (`create-container`, `rkube_shim::create`). This module holds what the
+//! runtime and that executable share ([`ShimConfig`], [`ExitRecord`]) and the other create path,
+//! for cgroup v2 only machines, whose device rules need the eBPF program libcontainer loads:
+//! the runtime starts `<helper> shim <container dir>` (the helper is the `rkube` binary). The
 //! shim marks itself a child subreaper, creates the container with libcontainer (its init
 //! process then waits for `start`), reports `{"created":{"pid":N}}` or `{"error":...}` on its
 //! stdout, and re-executes itself as `<lean helper> shim-monitor <container dir> <pid>`
-//! ([`ShimConfig::monitor`], the small `rkube-shim` executable): a fresh process image with
-//! nothing of libcontainer or of the big binary mapped, still the container's parent. The
-//! monitor (`rkube_shim::monitor`) has the container's stdout pipe as its fd 0 and stderr pipe
-//! as its fd 1, writes them to the CRI log, and when the container exits writes
-//! [`ExitRecord`] to `exit.json` (atomically) and exits. `SIGUSR1` makes it reopen the log
-//! file.
-//!
-//! Why two executables: creating a container needs libcontainer (and so the big binary), but
-//! only for milliseconds; what stays for the container's life is the monitor, one per
-//! container, whose resident memory is mostly the code pages of the executable it runs.
+//! ([`ShimConfig::monitor`]): a fresh process image with nothing of libcontainer or of the big
+//! binary mapped, still the container's parent. The monitor (`rkube_shim::monitor`) has the
+//! container's stdout pipe as its fd 0 and stderr pipe as its fd 1, writes them to the CRI
+//! log, and when the container exits writes [`ExitRecord`] to `exit.json` (atomically) and
+//! exits. `SIGUSR1` makes it reopen the log file.
 
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -49,6 +48,12 @@ pub struct ShimConfig {
     /// The executable the shim becomes once the container is created, as `shim-monitor`
     /// (`RuntimeConfig::lean_helper`).
     pub monitor: PathBuf,
+    /// For `rkube-shim create-container`: the `cgroup.procs` files its init joins.
+    #[serde(default)]
+    pub cgroup_procs: Vec<PathBuf>,
+    /// For `rkube-shim create-container`: the compiled seccomp program its init loads.
+    #[serde(default)]
+    pub seccomp_program: Option<PathBuf>,
 }
 
 /// What the shim reports once the container is created.
@@ -242,7 +247,7 @@ fn drain(fd: &OwnedFd) -> String {
 }
 
 /// Nanoseconds since the Unix epoch; atomic file writes (the monitor's, shared).
-pub use rkube_shim::{now_ns, write_atomic};
+pub use rkube_shim::{now_ns, write_atomic, write_durable};
 
 /// Reads the exit record, if the container has exited.
 pub fn read_exit(path: &Path) -> Option<ExitRecord> {
@@ -311,6 +316,8 @@ mod tests {
             exit_file: "/d/exit.json".into(),
             oom_file: None,
             monitor: "/var/lib/rkube/data/x/bin/rkube-shim".into(),
+            cgroup_procs: vec!["/sys/fs/cgroup/pids/p/c/cgroup.procs".into()],
+            seccomp_program: Some("/var/lib/rkube/seccomp/a.bpf".into()),
         };
         let read =
             rkube_shim::monitor::MonitorConfig::from_json(&serde_json::to_string(&config).unwrap())

@@ -500,6 +500,16 @@ fn bad_input_is_a_typed_error_and_leaves_nothing_behind() {
     not_executable.command = vec!["/no/such/binary".into()];
     let err = t.runtime.create_container(&sb, not_executable).unwrap_err();
     assert!(matches!(err, RuntimeError::CreateFailed { .. }), "{err}");
+    assert!(err.to_string().contains("/no/such/binary"), "{err}");
+
+    let mut not_on_path = sh("p", "");
+    not_on_path.command = vec!["no-such-tool".into()];
+    let err = t.runtime.create_container(&sb, not_on_path).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("\"no-such-tool\": executable file not found in $PATH"),
+        "{err}"
+    );
 
     let err = t
         .runtime
@@ -511,10 +521,19 @@ fn bad_input_is_a_typed_error_and_leaves_nothing_behind() {
         Err(RuntimeError::ContainerNotFound { .. })
     ));
 
+    // Removed containers' directories are deleted in the background: soon.
+    let started = std::time::Instant::now();
+    while t.runtime.state_dirs().unwrap()["trash"] > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the trash was not emptied"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let dirs = t.runtime.state_dirs().unwrap();
     assert_eq!(
-        (dirs["containers"], dirs["libcontainer"]),
-        (0, 0),
+        (dirs["containers"], dirs["libcontainer"], dirs["trash"]),
+        (0, 0, 0),
         "{dirs:?}"
     );
     assert!(mounts_under(t.dir.path()).is_empty());
@@ -537,10 +556,19 @@ fn a_hundred_create_remove_cycles_leak_no_mounts_cgroups_or_directories() {
         cgroups.push(t.runtime.status(&id).unwrap().cgroup);
         t.runtime.remove(&id).unwrap();
     }
+    // Removed containers' directories are deleted in the background: soon, and all of them.
+    let started = std::time::Instant::now();
+    while t.runtime.state_dirs().unwrap()["trash"] > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the trash was not emptied"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let dirs = t.runtime.state_dirs().unwrap();
     assert_eq!(
-        (dirs["containers"], dirs["libcontainer"]),
-        (0, 0),
+        (dirs["containers"], dirs["libcontainer"], dirs["trash"]),
+        (0, 0, 0),
         "{dirs:?}"
     );
     assert!(

@@ -46,6 +46,30 @@ impl Value {
         }
     }
 
+    /// The number, if this is an integer that fits in an `i64`.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Number(n) => n.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The boolean, if this is one.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The elements, if this is an array.
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+
     /// The number, if this is a non-negative integer that fits in a `u64`.
     pub fn as_u64(&self) -> Option<u64> {
         match self {
@@ -71,6 +95,25 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// `text` as a JSON string literal.
+pub fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
 
 /// Parses a complete JSON text (one value, surrounded by nothing but whitespace).
 pub fn parse(text: &str) -> Result<Value, Error> {
@@ -328,6 +371,19 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_strings_parse_back_to_themselves() {
+        for text in [
+            "",
+            "plain",
+            "a \"quote\" and \\ back",
+            "line\nbreak\t\u{1}",
+            "ünï",
+        ] {
+            assert_eq!(parse(&quote(text)).unwrap(), Value::String(text.to_owned()));
+        }
+    }
 
     #[test]
     fn values_of_every_kind_parse() {

@@ -1,18 +1,21 @@
-//! The long-lived helper processes of rkube's container runtime, as a small executable.
+//! The long-lived helper processes of rkube's container runtime, as a small executable, and the
+//! creation of containers ([`create`]), which the process that becomes a container's monitor
+//! does first.
 //!
 //! A node runs one shim monitor per container ([`monitor`]: CRI logs, the exit record) and one
 //! holder per pod ([`pause`]: the pod's namespaces). Each lives as long as its container or pod,
 //! so what each one keeps resident is paid per workload. As the `rkube` binary (tens of
 //! megabytes of code, dynamically linked) every one of them kept about 4.5 MiB resident,
 //! almost all of it file-backed code faulted in 64 KiB blocks and the C library. This crate is
-//! that code alone, with std and `nix` only; `rkube` embeds its executable, built statically
-//! (see `crates/rkube/build.rs`), and writes it under the data directory when the runtime
-//! starts, as k3s ships its helpers inside its one binary.
+//! that code alone, with std, `nix`, `libc` and `caps` only; `rkube` embeds its executable,
+//! built statically (see `crates/rkube/build.rs`), and writes it under the data directory when
+//! the runtime starts, as k3s ships its helpers inside its one binary.
 //!
-//! The same functions serve the `shim-monitor` and `pause` subcommands of the `rkube` binary
-//! and of the runtime crate's test helper through [`helper_main`], so there is one
-//! implementation.
+//! The same functions serve the `create-container`, `shim-monitor` and `pause` subcommands of
+//! the `rkube` binary and of the runtime crate's test helper through [`helper_main`], so there
+//! is one implementation.
 
+pub mod create;
 pub mod json;
 pub mod logs;
 pub mod monitor;
@@ -36,13 +39,17 @@ pub fn helper_main(args: &[OsString]) -> Option<i32> {
             _ => usage(),
         }),
         "pause" => Some(pause::main(&args[1..])),
+        "create-container" => Some(match args.get(1) {
+            Some(dir) if args.len() == 2 => create::main(Path::new(dir)),
+            _ => usage(),
+        }),
         _ => None,
     }
 }
 
 fn usage() -> i32 {
     eprintln!(
-        "usage: shim-monitor <container-dir> <pid> | pause [options] (started by the runtime, not by hand)"
+        "usage: create-container <container-dir> | shim-monitor <container-dir> <pid> | pause [options] (started by the runtime, not by hand)"
     );
     2
 }
@@ -64,15 +71,30 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Writes a file via a temporary file and a rename, so readers see all of it or nothing.
+/// Writes a file via a temporary file and a rename, so readers (and a process that crashed
+/// midway and starts again) see all of it or nothing. Not synced to disk: for what matters only
+/// while the machine runs (an exit record, a process ID), whose loss in a power cut goes with
+/// the processes it describes. See [`write_durable`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_via_rename(path, bytes, false)
+}
+
+/// [`write_atomic`], and synced to disk before the rename: for records that must outlive a
+/// machine crash (that a container exists, so its files can be found and removed).
+pub fn write_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_via_rename(path, bytes, true)
+}
+
+fn write_via_rename(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     {
         let mut file = File::create(&tmp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if sync {
+            file.sync_all()?;
+        }
     }
     fs::rename(&tmp, path)
 }
@@ -120,7 +142,7 @@ mod tests {
     fn atomic_writes_leave_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("exit.json");
-        write_atomic(&path, b"{}").unwrap();
+        write_durable(&path, b"{}").unwrap();
         write_atomic(&path, b"{\"a\":1}").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"{\"a\":1}");
         assert!(!dir.path().join("exit.json.tmp").exists());

@@ -1,7 +1,8 @@
 //! `shim-monitor <container dir> <pid>`: the long-lived half of a container's shim.
 //!
-//! The runtime's `shim` (in the `rkube` binary, which links libcontainer) creates the container,
-//! marks itself a child subreaper and then re-executes itself as this monitor: still the
+//! `create-container` ([`crate::create`]; on cgroup v2 only machines the `rkube` binary's `shim`,
+//! with libcontainer) creates the container, marks itself a child subreaper and then executes
+//! this monitor: still the
 //! container's parent (a subreaper stays one across `execve`), with the container's stdout pipe
 //! as fd 0 and its stderr pipe as fd 1. The monitor writes both to the CRI log (`P` records for
 //! pieces of over-long lines, `F` otherwise, rotation by size), reopens the log on `SIGUSR1`

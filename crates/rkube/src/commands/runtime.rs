@@ -3,10 +3,9 @@
 //! State lives under `<data-dir>/agent`: images in `images/`, unpacked layers in `layers/`,
 //! pod sandboxes and containers in `sandboxes/` and `containers/`; registry mirrors come from
 //! `<data-dir>/registries.yaml`. Containers are owned by their shims, so stopping the runtime
-//! leaves them running and a new one adopts them. A shim is created by this binary (`rkube
-//! shim`, which links libcontainer) and lives on as the small `rkube-shim` executable that this
-//! binary carries and writes to `<data-dir>/data/<sha256>/bin/` at start, which also holds
-//! each pod's namespaces (`pause`).
+//! leaves them running and a new one adopts them. Containers are created, and their shims
+//! live, in the small `rkube-shim` executable that this binary carries and writes to
+//! `<data-dir>/data/<sha256>/bin/` at start, which also holds each pod's namespaces (`pause`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
