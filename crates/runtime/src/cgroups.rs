@@ -677,6 +677,12 @@ fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
 /// Removes a cgroup directory, children first (cgroup dirs can only be `rmdir`ed, never
 /// emptied of their control files).
 fn remove_tree(dir: &Path) -> Result<(), CgroupError> {
+    // Usually there are no children (a container's cgroup): one rmdir, no listing.
+    match fs::remove_dir(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

@@ -344,11 +344,25 @@ pub struct PulledImage {
 
 type SharedPull = Shared<BoxFuture<'static, Result<PulledImage, Arc<PullError>>>>;
 
+/// The registry client's configuration from `registries.yaml`.
+struct ClientSettings {
+    /// Hosts reached over plain HTTP.
+    http_hosts: Vec<String>,
+    /// CA certificates trusted beside the system's.
+    extra_roots: Vec<oci_client::client::Certificate>,
+    /// Some registry's certificate is not verified.
+    insecure: bool,
+}
+
 /// Pulls images into an [`ImageStore`]. Cheap to share (`Arc`); pulls run concurrently.
 pub struct Puller {
     store: Arc<ImageStore>,
     config: RegistriesConfig,
-    client: Client,
+    /// Made at the first pull: a runtime that pulls nothing keeps no TLS or HTTP client code
+    /// resident.
+    client: std::sync::OnceLock<Client>,
+    /// What the client is made with.
+    client_settings: ClientSettings,
     /// Pulls under way, by normalised name: a second pull of the same name waits for the first.
     in_flight: Mutex<HashMap<String, SharedPull>>,
 }
@@ -384,22 +398,33 @@ impl Puller {
                 });
             }
         }
-        let client = Client::new(ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(http_hosts),
-            extra_root_certificates: extra_roots,
-            accept_invalid_certificates: insecure,
-            // We pick the platform ourselves, from the raw index.
-            platform_resolver: None,
-            connect_timeout: Some(std::time::Duration::from_secs(10)),
-            read_timeout: Some(std::time::Duration::from_secs(60)),
-            ..Default::default()
-        });
         Ok(Arc::new(Puller {
             store,
             config,
-            client,
+            client: std::sync::OnceLock::new(),
+            client_settings: ClientSettings {
+                http_hosts,
+                extra_roots,
+                insecure,
+            },
             in_flight: Mutex::new(HashMap::new()),
         }))
+    }
+
+    fn client(&self) -> &Client {
+        self.client.get_or_init(|| {
+            let settings = &self.client_settings;
+            Client::new(ClientConfig {
+                protocol: ClientProtocol::HttpsExcept(settings.http_hosts.clone()),
+                extra_root_certificates: settings.extra_roots.clone(),
+                accept_invalid_certificates: settings.insecure,
+                // We pick the platform ourselves, from the raw index.
+                platform_resolver: None,
+                connect_timeout: Some(std::time::Duration::from_secs(10)),
+                read_timeout: Some(std::time::Duration::from_secs(60)),
+                ..Default::default()
+            })
+        })
     }
 
     /// The image store pulls go to.
@@ -520,7 +545,7 @@ impl Puller {
     ) -> Result<PulledImage, PullError> {
         let fail = |err: OciDistributionError| classify(image, endpoint, err);
         let (bytes, _) = self
-            .client
+            .client()
             .pull_manifest_raw(reference, auth, &ACCEPTED)
             .await
             .map_err(fail)?;
@@ -552,7 +577,7 @@ impl Puller {
                 chosen.clone(),
             );
             let (bytes, _) = self
-                .client
+                .client()
                 .pull_manifest_raw(&by_digest, auth, &ACCEPTED)
                 .await
                 .map_err(fail)?;
@@ -635,7 +660,7 @@ impl Puller {
         size: u64,
     ) -> Result<(), PullError> {
         let stream = self
-            .client
+            .client()
             .pull_blob_stream(reference, digest.as_str())
             .await
             .map_err(|e| classify(image, endpoint, e))?;
