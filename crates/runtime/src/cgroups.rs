@@ -174,10 +174,12 @@ pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
     fn procs_files(&self, path: &str) -> Result<Vec<PathBuf>, CgroupError>;
     /// The processes in the cgroup (not its children).
     fn pids(&self, path: &str) -> Result<Vec<i32>, CgroupError>;
+    /// Whether [`CgroupDriver::limit_devices`] can: not on v2, which limits devices with an
+    /// eBPF program, so the caller must leave that to libcontainer.
+    fn limits_devices(&self) -> bool;
     /// Limits the devices the cgroup's processes may open or create: all for a privileged
-    /// container, else the OCI runtime spec's defaults. `false` when this layout cannot do it
-    /// with files (v2 needs an eBPF program), so the caller must leave it to libcontainer.
-    fn limit_devices(&self, path: &str, privileged: bool) -> Result<bool, CgroupError>;
+    /// container, else the OCI runtime spec's defaults.
+    fn limit_devices(&self, path: &str, privileged: bool) -> Result<(), CgroupError>;
 }
 
 /// The device rules of an unprivileged container, in v1 `devices.allow` syntax: any device
@@ -494,19 +496,26 @@ impl CgroupDriver for V1 {
         }
     }
 
-    fn limit_devices(&self, path: &str, privileged: bool) -> Result<bool, CgroupError> {
+    fn limits_devices(&self) -> bool {
+        self.controllers.contains_key("devices")
+    }
+
+    fn limit_devices(&self, path: &str, privileged: bool) -> Result<(), CgroupError> {
         let Some(dir) = self.dir("devices", path)? else {
-            return Ok(false);
+            return Err(CgroupError::Write {
+                path: PathBuf::from(path),
+                value: "devices".into(),
+                source: io::Error::other("no devices controller is mounted"),
+            });
         };
         if privileged {
-            write_file(&dir.join("devices.allow"), "a")?;
-            return Ok(true);
+            return write_file(&dir.join("devices.allow"), "a");
         }
         write_file(&dir.join("devices.deny"), "a")?;
         for rule in DEFAULT_DEVICE_RULES {
             write_file(&dir.join("devices.allow"), rule)?;
         }
-        Ok(true)
+        Ok(())
     }
 
     fn usage(&self, path: &str) -> Result<CgroupUsage, CgroupError> {
@@ -579,8 +588,16 @@ impl CgroupDriver for V2 {
         }
     }
 
-    fn limit_devices(&self, _path: &str, _privileged: bool) -> Result<bool, CgroupError> {
-        Ok(false)
+    fn limits_devices(&self) -> bool {
+        false
+    }
+
+    fn limit_devices(&self, path: &str, _privileged: bool) -> Result<(), CgroupError> {
+        Err(CgroupError::Write {
+            path: PathBuf::from(path),
+            value: "devices".into(),
+            source: io::Error::other("cgroup v2 limits devices with an eBPF program"),
+        })
     }
 
     fn remove(&self, path: &str) -> Result<(), CgroupError> {

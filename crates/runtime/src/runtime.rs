@@ -645,18 +645,22 @@ impl Runtime {
         Ok(runtime)
     }
 
-    /// Discards container directories without a readable record. A record is written without
-    /// waiting for the disk (it describes processes that die with the machine), so after a
-    /// power cut a container's directory may have lost it; such a directory is an orphan. One
-    /// younger than a minute may be a create of a runtime still running: left alone.
+    /// Discards container directories without a record. A record is written without waiting
+    /// for the disk (it describes processes that die with the machine), so after a power cut a
+    /// container's directory may have lost it, or hold it cut short; with no shim running for
+    /// it, such a directory is an orphan. One younger than a minute may be a create of a
+    /// runtime still running: left alone.
     fn discard_orphans(&self) -> Result<()> {
         let containers = self.config.root.join("containers");
         for id in list_ids(&containers)? {
             let dir = containers.join(&id);
-            let orphan = matches!(
-                read_json::<ContainerRecord>(&dir.join("container.json")),
-                Ok(None) | Err(RuntimeError::CorruptState { .. })
-            );
+            // Missing or cut short only: a record this version cannot parse for another
+            // reason (written by a newer one) may well describe a running container.
+            let orphan = match read_json::<ContainerRecord>(&dir.join("container.json")) {
+                Ok(None) => true,
+                Err(RuntimeError::CorruptState { source, .. }) => source.is_eof(),
+                _ => false,
+            } && !self.shim_running(&id);
             let old = fs::metadata(&dir)
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t.elapsed().unwrap_or_default() > ORPHAN_AGE);
@@ -1030,19 +1034,30 @@ impl Runtime {
             path: bundle_config.clone(),
             source: io::Error::other(e.to_string()),
         })?;
-        // The container's cgroup with its limits, which its init joins (where the layout lets
-        // files limit devices; else libcontainer makes it from the spec).
-        self.cgroups
-            .create(&record.cgroup)
-            .and_then(|()| {
-                self.cgroups
-                    .update(&record.cgroup, &record.config.resources)
-            })
-            .map_err(RuntimeError::Cgroup)?;
-        record.own_init = self
-            .cgroups
-            .limit_devices(&record.cgroup, record.config.privileged)
-            .map_err(RuntimeError::Cgroup)?;
+        // Where cgroup files can limit devices, `rkube-shim` creates the container and the
+        // runtime makes its cgroup (limits, device rules) while that process starts; else
+        // libcontainer does both from the spec.
+        record.own_init = self.cgroups.limits_devices();
+        let make_cgroup = |record: &ContainerRecord| {
+            self.cgroups
+                .create(&record.cgroup)
+                .and_then(|()| {
+                    self.cgroups
+                        .update(&record.cgroup, &record.config.resources)
+                })
+                .and_then(|()| {
+                    if record.own_init {
+                        self.cgroups
+                            .limit_devices(&record.cgroup, record.config.privileged)
+                    } else {
+                        Ok(())
+                    }
+                })
+                .map_err(RuntimeError::Cgroup)
+        };
+        if !record.own_init {
+            make_cgroup(&record)?;
+        }
         let (cgroup_procs, seccomp_program) = if record.own_init {
             let procs = self
                 .cgroups
@@ -1094,7 +1109,11 @@ impl Runtime {
         };
         let mut child = command
             .arg(dir)
-            .stdin(Stdio::null())
+            .stdin(if record.own_init {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(shim_log_file)
             .process_group(0)
@@ -1103,6 +1122,22 @@ impl Runtime {
                 helper: PathBuf::from(command.get_program()),
                 source,
             })?;
+        if let Some(mut go) = child.stdin.take() {
+            // Without `go` (stdin closed) the shim gives up and reports so.
+            let made = make_cgroup(&record);
+            if made.is_ok() {
+                use std::io::Write;
+                let _ = go.write_all(b"go\n");
+            }
+            drop(go);
+            if let Err(e) = made {
+                if let Some(mut out) = child.stdout.take() {
+                    let _ = out.read_to_string(&mut String::new());
+                }
+                reap(child);
+                return Err(e);
+            }
+        }
         let mut said = String::new();
         if let Some(mut out) = child.stdout.take() {
             let _ = out.read_to_string(&mut said);
@@ -1115,9 +1150,6 @@ impl Runtime {
         match report {
             Some(ShimReport::Created { pid }) => {
                 record.init = ProcessRef::of(pid);
-                if record.own_init {
-                    self.save_exec_state(&record, pid, dir)?;
-                }
                 let _guard = self.guard();
                 write_json(&dir.join("container.json"), &record, Durability::Volatile)
             }
@@ -1136,8 +1168,9 @@ impl Runtime {
     }
 
     /// The state libcontainer's exec (its tenant builder) reads to join a running container:
-    /// written for containers whose init is `rkube-shim`'s, which keeps no such state. The
-    /// runtime's own records decide the container's state, so it is written as running.
+    /// written at the first exec into a container whose init is `rkube-shim`'s, which keeps no
+    /// such state. The runtime's own records decide the container's state, so it is written as
+    /// running.
     fn save_exec_state(&self, record: &ContainerRecord, pid: i32, bundle: &Path) -> Result<()> {
         use libcontainer::container::{ContainerStatus, State};
         let root = self.config.state_dir.join(&record.id);
@@ -1318,6 +1351,19 @@ impl Runtime {
         }
         let _ = fs::remove_dir_all(self.config.state_dir.join(id));
         if let Some(record) = &record {
+            // Whatever still runs in the container's cgroup (an init whose create failed
+            // after it was forked) goes first: a cgroup with processes cannot be removed.
+            let left = self.cgroups.pids(&record.cgroup).unwrap_or_default();
+            if !left.is_empty() {
+                for pid in left {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                wait_until(KILL_WAIT, || {
+                    self.cgroups
+                        .pids(&record.cgroup)
+                        .map_or(true, |p| p.is_empty())
+                });
+            }
             self.cgroups
                 .remove(&record.cgroup)
                 .map_err(RuntimeError::Cgroup)?;
@@ -1533,6 +1579,11 @@ impl Runtime {
             });
         }
         let dir = self.container_dir(id);
+        if let (true, Some(init)) = (record.own_init, record.init)
+            && !self.config.state_dir.join(id).join("state.json").exists()
+        {
+            self.save_exec_state(&record, init.pid, &dir)?;
+        }
         let bundle = dir.join("config.json");
         let spec = oci_spec::runtime::Spec::load(&bundle).map_err(|e| RuntimeError::Io {
             step: "reading",

@@ -353,6 +353,18 @@ pub fn resolve_env(
     Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
 }
 
+/// The home directory of `uid` in the container's `/etc/passwd`, `/` if it has none.
+fn home_of(passwd: Option<&str>, uid: u32) -> String {
+    passwd
+        .into_iter()
+        .flat_map(str::lines)
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 7 && f[2].parse() == Ok(uid))
+        .map(|f| f[5].to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".to_owned())
+}
+
 /// The user and groups: the config's numeric user or user name, else the image's `USER`
 /// (`name`, `uid`, `name:group`, `uid:gid`), resolved against the container's own files.
 pub fn resolve_user(
@@ -605,6 +617,11 @@ pub fn build_spec(inputs: &SpecInputs<'_>) -> Result<Spec, SpecError> {
         return Err(SpecError::RelativeWorkingDir { dir: cwd });
     }
     let user = resolve_user(config, image, *passwd, *group)?;
+    // As runc: HOME from the user's passwd entry unless the image or config set it.
+    let mut env = env;
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", home_of(*passwd, user.uid)));
+    }
     let caps = resolve_capabilities(config)?;
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
@@ -1052,6 +1069,14 @@ mod tests {
             resolve_capabilities(&c),
             Err(SpecError::UnknownCapability { .. })
         ));
+    }
+
+    #[test]
+    fn home_comes_from_the_users_passwd_entry_unless_set() {
+        assert_eq!(home_of(Some(PASSWD), 1000), "/home/app");
+        assert_eq!(home_of(Some(PASSWD), 0), "/root");
+        assert_eq!(home_of(Some(PASSWD), 4242), "/");
+        assert_eq!(home_of(None, 0), "/");
     }
 
     #[test]

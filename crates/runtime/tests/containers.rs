@@ -174,7 +174,7 @@ fn env_args_workdir_and_user_come_from_the_image_unless_the_config_overrides_the
     wait_exit(&t.runtime, &default);
     assert_eq!(stdout_text(&t.runtime, &default), "default-cmd\n");
 
-    let script = "id -u; id -g; id -G; pwd; echo $FROM_IMAGE $OVERRIDE $ADDED $HOSTNAME";
+    let script = "id -u; id -g; id -G; pwd; echo $FROM_IMAGE $OVERRIDE $ADDED $HOSTNAME $HOME";
     let mut config = sh("custom", script);
     config.env = vec![
         ("OVERRIDE".into(), "config".into()),
@@ -186,18 +186,30 @@ fn env_args_workdir_and_user_come_from_the_image_unless_the_config_overrides_the
     assert_eq!(wait_exit(&t.runtime, &id).exit_code, Some(0));
     assert_eq!(
         stdout_text(&t.runtime, &id),
-        "1000\n1000\n1000 2000\n/home/app\nyes config 1 env\n",
-        "user app from /etc/passwd with its groups, image workdir, merged env"
+        "1000\n1000\n1000 2000\n/home/app\nyes config 1 env /home/app\n",
+        "user app from /etc/passwd with its groups and home, image workdir, merged env"
     );
 
-    let mut config = sh("numeric", "id -u; id -g; pwd");
+    let mut config = sh("numeric", "id -u; id -g; pwd; echo $HOME");
     config.run_as_user = Some(4242);
     config.run_as_group = Some(4343);
     config.working_dir = Some("/tmp".into());
     let id = t.runtime.create_container(&sb, config).unwrap();
     t.runtime.start(&id).unwrap();
     wait_exit(&t.runtime, &id);
-    assert_eq!(stdout_text(&t.runtime, &id), "4242\n4343\n/tmp\n");
+    assert_eq!(
+        stdout_text(&t.runtime, &id),
+        "4242\n4343\n/tmp\n/\n",
+        "a user without a passwd entry gets HOME=/"
+    );
+
+    // A relative command is found from the working directory, as with runc.
+    let mut config = sh("relative", "");
+    config.command = vec!["./true".into()];
+    config.working_dir = Some("/bin".into());
+    let id = t.runtime.create_container(&sb, config).unwrap();
+    t.runtime.start(&id).unwrap();
+    assert_eq!(wait_exit(&t.runtime, &id).exit_code, Some(0));
 }
 
 #[test]
@@ -581,4 +593,69 @@ fn a_hundred_create_remove_cycles_leak_no_mounts_cgroups_or_directories() {
     t.runtime.remove_sandbox(&sb).unwrap();
     assert!(!t.runtime.cgroups().exists(&status.cgroup));
     assert_eq!(t.runtime.state_dirs().unwrap()["sandboxes"], 0);
+}
+
+#[test]
+fn a_reopened_runtime_discards_old_container_directories_without_a_record_and_lists_the_rest() {
+    if !is_root("a_reopened_runtime_discards_old_container_directories_without_a_record") {
+        return;
+    }
+    let t = TestRuntime::new();
+    let sb = t.sandbox("orphans");
+    let kept = t.runtime.create_container(&sb, sh("k", "true")).unwrap();
+    let containers = t.config.root.join("containers");
+    // What a power cut can leave: a directory whose record never reached the disk (old), one
+    // with a torn record (old), and one a create is writing right now (young).
+    let lost = containers.join("lost");
+    let torn = containers.join("torn");
+    let young = containers.join("young");
+    for dir in [&lost, &torn, &young] {
+        std::fs::create_dir_all(dir.join("upper/etc")).unwrap();
+    }
+    std::fs::write(torn.join("container.json"), b"{\"id\": \"tor").unwrap();
+    // A record this version cannot read for another reason (a newer runtime's) is kept.
+    let foreign = containers.join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("container.json"), b"[\"not\", \"ours\"]").unwrap();
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(600);
+    for dir in [&lost, &torn, &foreign] {
+        std::fs::File::open(dir)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+    }
+    // A torn record is skipped by listings, not an error for the whole node.
+    let listed: Vec<String> = t
+        .runtime
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(listed, std::slice::from_ref(&kept));
+
+    let second = t.reopen();
+    assert!(!lost.exists() && !torn.exists(), "old orphans discarded");
+    assert!(
+        young.exists(),
+        "a young directory may be a create under way"
+    );
+    assert!(
+        foreign.exists(),
+        "an unreadable but whole record is not an orphan's"
+    );
+    let listed: Vec<String> = second.list().unwrap().into_iter().map(|c| c.id).collect();
+    assert_eq!(listed, std::slice::from_ref(&kept));
+    let started = Instant::now();
+    while second.state_dirs().unwrap()["trash"] > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "trash not emptied"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::remove_dir_all(&young).unwrap();
+    std::fs::remove_dir_all(&foreign).unwrap();
+    second.remove(&kept).unwrap();
+    second.remove_sandbox(&sb).unwrap();
 }

@@ -8,7 +8,8 @@
 //! already runs as every container's monitor: one process started, one fork.
 //!
 //! The process the runtime starts (the shim) reads `shim.json` and the bundle's `config.json`,
-//! makes the exec FIFO, enters or unshares the PID namespace for its children, and forks the
+//! makes the exec FIFO, enters or unshares the PID namespace for its children, waits for the
+//! runtime's `go` on stdin (the runtime makes the container's cgroup meanwhile), and forks the
 //! container's init. The init joins the container's cgroups (made and limited by the runtime
 //! before), joins the sandbox's namespaces and unshares the others, builds the root (mounts,
 //! devices, `pivot_root`, masked and read-only paths), finds the executable and the working
@@ -151,8 +152,23 @@ fn create(dir: &Path) -> Result<Created, String> {
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| format!("creating a socket pair: {e}"))?;
+    // The runtime makes the container's cgroup while this process starts; the init joins it
+    // first thing, so it is forked only once the runtime says `go` on stdin.
+    let mut go = String::new();
+    io::stdin()
+        .read_line(&mut go)
+        .map_err(|e| format!("waiting for the runtime: {e}"))?;
+    if go.trim_end() != "go" {
+        return Err("the runtime gave up on this container before it was made".into());
+    }
     match fork().map_err(|e| format!("forking the container's init: {e}"))? {
         ForkResult::Child => {
+            // Until it executes the container's process, the init dies with the shim: a shim
+            // killed mid-create must not leave an init waiting on the FIFO forever. (A shim
+            // gone before this line is seen when `ready` finds the socket pair closed.)
+            if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
+                std::process::exit(1);
+            }
             drop(ours);
             drop(stdout_r);
             drop(stderr_r);
@@ -181,6 +197,52 @@ fn create(dir: &Path) -> Result<Created, String> {
             }
         }
     }
+}
+
+/// Marks every descriptor above stderr close-on-exec: whatever the shim inherited from the
+/// runtime (or a library opened without the flag) must not reach the container's process.
+fn close_other_descriptors() -> Result<(), String> {
+    let fds: Vec<i32> = fs::read_dir("/proc/self/fd")
+        .map_err(|e| format!("listing /proc/self/fd: {e}"))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // The directory listing's own descriptor is closed by now: EBADF is fine.
+        match nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        ) {
+            Ok(_) | Err(nix::errno::Errno::EBADF) => {}
+            Err(e) => return Err(format!("marking descriptor {fd} close-on-exec: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Opens a mount point (resolved inside `root`) without following a symbolic link in its last
+/// part, and checks that the object opened is inside `root`: a path swapped for a link between
+/// resolving and mounting (by a container sharing the volume it is in) is refused instead of
+/// mounted on the host. The mount goes onto the returned `/proc/self/fd/N`, the opened object
+/// itself, as runc does; keep the file open until then.
+fn open_inside(root: &Path, target: &Path) -> Result<(File, PathBuf), String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(target)
+        .map_err(|e| format!("opening mount point {}: {e}", target.display()))?;
+    let by_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    let real = fs::read_link(&by_fd).map_err(|e| format!("resolving {}: {e}", by_fd.display()))?;
+    let is_link = file.metadata().map(|m| m.file_type().is_symlink());
+    if !real.starts_with(root) || !matches!(is_link, Ok(false)) {
+        return Err(format!(
+            "mount point {} changed while the container was made (now {})",
+            target.display(),
+            real.display()
+        ));
+    }
+    Ok((file, by_fd))
 }
 
 /// Forks this process.
@@ -238,6 +300,11 @@ fn read_line(fd: OwnedFd) -> String {
 /// The forked child: never returns.
 fn init(plan: &Plan, dir: &Path, sync: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) -> ! {
     let mut sync = File::from(sync);
+    // As runc: files the container makes get 0644/0755 unless it asks otherwise. And not
+    // dumpable until the exec (which resets it): nothing in the container may open this
+    // process's memory or executable through /proc meanwhile.
+    nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
+    let _ = nix::sys::prctl::set_dumpable(false);
     // The container's output from here on: also where this process says why it failed after
     // `ready` (then it is the container's log).
     let moved = nix::unistd::dup2(stdout.as_raw_fd(), 1)
@@ -302,10 +369,6 @@ fn prepare(plan: &Plan, dir: &Path) -> Result<Ready, String> {
         nix::unistd::sethostname(hostname).map_err(|e| format!("setting the hostname: {e}"))?;
     }
     build_root(plan)?;
-    for (key, value) in &plan.sysctl {
-        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-        fs::write(&path, value).map_err(|e| format!("setting sysctl {key}: {e}"))?;
-    }
     for (resource, soft, hard) in &plan.rlimits {
         nix::sys::resource::setrlimit(*resource, *soft, *hard)
             .map_err(|e| format!("setting {resource:?} to {soft}/{hard}: {e}"))?;
@@ -314,6 +377,14 @@ fn prepare(plan: &Plan, dir: &Path) -> Result<Ready, String> {
         fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(|e| format!("setting oom_score_adj: {e}"))?;
     }
+    // A relative executable (`./server`) is found from the working directory, as by runc; a
+    // working directory this process (still root) cannot enter fails the create.
+    nix::unistd::chdir(Path::new(&plan.cwd)).map_err(|e| {
+        format!(
+            "chdir to cwd (\"{}\") set in config.json failed: {e}",
+            plan.cwd
+        )
+    })?;
     let executable = find_executable(&plan.args[0], &plan.env)?;
     let executable = CString::new(executable.as_os_str().as_bytes())
         .map_err(|_| "the executable's path holds a NUL byte".to_owned())?;
@@ -356,7 +427,8 @@ fn become_process(plan: &Plan, ready: &Ready) -> Result<std::convert::Infallible
     {
         load_seccomp(program).map_err(|e| format!("loading the seccomp profile: {e}"))?;
     }
-    let all = caps::all();
+    // What this kernel knows (`cap_last_cap`): dropping a newer capability is an error.
+    let all = caps::runtime::thread_all_supported();
     for cap in all.difference(&plan.caps.bounding) {
         caps::drop(None, CapSet::Bounding, *cap)
             .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
@@ -393,6 +465,9 @@ fn become_process(plan: &Plan, ready: &Ready) -> Result<std::convert::Infallible
     })?;
     nix::unistd::dup2(ready.null.as_raw_fd(), 0)
         .map_err(|e| format!("pointing stdin at /dev/null: {e}"))?;
+    // From here the container lives on its own: its monitor may be restarted or die.
+    nix::sys::prctl::set_pdeathsig(None).map_err(|e| format!("clearing pdeathsig: {e}"))?;
+    close_other_descriptors()?;
     let args = cstrings(&plan.args)?;
     let env = cstrings(&plan.env)?;
     nix::unistd::execve(&ready.executable, &args, &env)
@@ -437,7 +512,9 @@ fn read_bpf(path: &Path) -> Result<Vec<libc::sock_filter>, String> {
 // ---- the root filesystem ----
 
 fn build_root(plan: &Plan) -> Result<(), String> {
-    let root = &plan.rootfs;
+    // Canonical, so that what a mount point's descriptor resolves to can be compared with it.
+    let root = &fs::canonicalize(&plan.rootfs)
+        .map_err(|e| format!("resolving {}: {e}", plan.rootfs.display()))?;
     let mount = |source: Option<&Path>,
                  target: &Path,
                  fstype: Option<&str>,
@@ -467,15 +544,16 @@ fn build_root(plan: &Plan) -> Result<(), String> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None,
     )?;
-    let mut dev_is_ours = false;
+    let mut dev = None;
     for m in &plan.mounts {
-        let target = secure_join(root, &m.destination)?;
+        let resolved = secure_join(root, &m.destination)?;
         let options = MountOptions::parse(&m.options);
         if options.bind {
             let source = Path::new(&m.source);
             let meta = fs::metadata(source)
                 .map_err(|e| format!("bind mount source {}: {e}", source.display()))?;
-            make_target(&target, meta.is_dir())?;
+            make_target(&resolved, meta.is_dir())?;
+            let (_pinned, target) = open_inside(root, &resolved)?;
             let recursive = options.flags & MsFlags::MS_REC;
             mount(
                 Some(source),
@@ -486,16 +564,18 @@ fn build_root(plan: &Plan) -> Result<(), String> {
             )?;
             let rest = options.flags - MsFlags::MS_BIND - MsFlags::MS_REC;
             if !rest.is_empty() {
+                // By path: the descriptor still names what is under the new mount.
                 mount(
                     None,
-                    &target,
+                    &resolved,
                     None,
                     rest | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
                     None,
                 )?;
             }
         } else {
-            make_target(&target, true)?;
+            make_target(&resolved, true)?;
+            let (_pinned, target) = open_inside(root, &resolved)?;
             let data = (!options.data.is_empty()).then_some(options.data.as_str());
             mount(
                 Some(Path::new(&m.source)),
@@ -504,14 +584,16 @@ fn build_root(plan: &Plan) -> Result<(), String> {
                 options.flags,
                 data,
             )?;
-            dev_is_ours |= m.destination.trim_end_matches('/') == "/dev";
+            if m.destination.trim_end_matches('/') == "/dev" {
+                dev = Some(resolved.clone());
+            }
         }
         if let Some(propagation) = options.propagation {
-            mount(None, &target, None, propagation, None)?;
+            mount(None, &resolved, None, propagation, None)?;
         }
     }
-    if dev_is_ours {
-        make_devices(&root.join("dev"))?;
+    if let Some(dev) = dev {
+        make_devices(&dev)?;
     }
 
     nix::unistd::chdir(root).map_err(|e| format!("entering {}: {e}", root.display()))?;
@@ -529,6 +611,11 @@ fn build_root(plan: &Plan) -> Result<(), String> {
         .map_err(|e| format!("detaching the old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("entering /: {e}"))?;
 
+    // Before /proc/sys turns read-only below.
+    for (key, value) in &plan.sysctl {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        fs::write(&path, value).map_err(|e| format!("setting sysctl {key}: {e}"))?;
+    }
     for path in &plan.masked_paths {
         let path = Path::new(path);
         match fs::metadata(path) {
@@ -578,7 +665,9 @@ fn build_root(plan: &Plan) -> Result<(), String> {
 /// Remounts a bind mount read-only, keeping its nosuid, nodev and noexec.
 fn remount_readonly(path: &Path) -> Result<(), String> {
     use nix::sys::statvfs::{FsFlags, statvfs};
-    let kept = statvfs(path).map(|s| s.flags()).unwrap_or(FsFlags::empty());
+    let kept = statvfs(path)
+        .map(|s| s.flags())
+        .map_err(|e| format!("inspecting {}: {e}", path.display()))?;
     let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
     for (has, flag) in [
         (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),

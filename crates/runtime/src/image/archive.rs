@@ -269,7 +269,14 @@ pub struct ImageStore {
     blobs: BlobStore,
     /// Serialises read-modify-write cycles of the index file within this process.
     index_lock: Mutex<()>,
+    /// Parsed manifests and start-up configs by manifest digest, read for every container
+    /// made: content-addressed, so an entry is never stale (an image removed since is refused
+    /// by name before these are asked for).
+    parsed: Mutex<HashMap<Digest, (ImageManifest, Option<ImageConfig>)>>,
 }
+
+/// How many manifests [`ImageStore`] keeps parsed; past it the cache starts again.
+const PARSED_CACHE: usize = 256;
 
 impl ImageStore {
     /// Opens (creating if needed) the store under `root`.
@@ -282,6 +289,7 @@ impl ImageStore {
             root: root.to_owned(),
             blobs,
             index_lock: Mutex::new(()),
+            parsed: Mutex::new(HashMap::new()),
         };
         store.read_index()?; // fail at open, not later, on a corrupt index
         Ok(store)
@@ -310,18 +318,46 @@ impl ImageStore {
 
     /// Reads and parses a stored manifest.
     pub fn manifest(&self, digest: &Digest) -> Result<ImageManifest, ArchiveError> {
+        if let Some((manifest, _)) = self.cached(digest) {
+            return Ok(manifest);
+        }
         let bytes = self.read_blob(digest)?;
-        ImageManifest::from_reader(&bytes[..]).map_err(|source| ArchiveError::ParseManifest {
-            digest: digest.clone(),
-            source,
-        })
+        let manifest = ImageManifest::from_reader(&bytes[..]).map_err(|source| {
+            ArchiveError::ParseManifest {
+                digest: digest.clone(),
+                source,
+            }
+        })?;
+        self.remember(digest, manifest.clone(), None);
+        Ok(manifest)
     }
 
     /// The start-up config of the image whose manifest is `manifest`.
     pub fn config(&self, manifest: &Digest) -> Result<ImageConfig, ArchiveError> {
-        let manifest = self.manifest(manifest)?;
-        let digest = descriptor_digest(manifest.config().digest())?;
-        Ok(ImageConfig::from(&self.parse_config(&digest)?))
+        if let Some((_, Some(config))) = self.cached(manifest) {
+            return Ok(config);
+        }
+        let parsed = self.manifest(manifest)?;
+        let digest = descriptor_digest(parsed.config().digest())?;
+        let config = ImageConfig::from(&self.parse_config(&digest)?);
+        self.remember(manifest, parsed, Some(config.clone()));
+        Ok(config)
+    }
+
+    fn cached(&self, manifest: &Digest) -> Option<(ImageManifest, Option<ImageConfig>)> {
+        let parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
+        parsed.get(manifest).cloned()
+    }
+
+    fn remember(&self, digest: &Digest, manifest: ImageManifest, config: Option<ImageConfig>) {
+        let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
+        if parsed.len() >= PARSED_CACHE {
+            parsed.clear();
+        }
+        let entry = parsed.entry(digest.clone()).or_insert((manifest, None));
+        if config.is_some() {
+            entry.1 = config;
+        }
     }
 
     /// Imports an OCI image-layout tar or a `docker save` tar (either may be gzip-compressed).
