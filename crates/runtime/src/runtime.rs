@@ -182,14 +182,15 @@ pub enum RuntimeError {
         /// What was asked.
         action: &'static str,
     },
-    /// libcontainer refused an operation.
+    /// An operation on a container's processes failed: libcontainer's (start, kill, delete,
+    /// the exec state) or the start through `rkube-shim`'s exec FIFO.
     #[error("{action} container {id}: {message}")]
     Libcontainer {
         /// What was asked.
         action: &'static str,
         /// The container.
         id: String,
-        /// libcontainer's message.
+        /// Why.
         message: String,
     },
     /// The container did not exit after SIGKILL.

@@ -534,14 +534,7 @@ fn bad_input_is_a_typed_error_and_leaves_nothing_behind() {
     ));
 
     // Removed containers' directories are deleted in the background: soon.
-    let started = std::time::Instant::now();
-    while t.runtime.state_dirs().unwrap()["trash"] > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the trash was not emptied"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_empty_trash(&t.runtime);
     let dirs = t.runtime.state_dirs().unwrap();
     assert_eq!(
         (dirs["containers"], dirs["libcontainer"], dirs["trash"]),
@@ -569,14 +562,7 @@ fn a_hundred_create_remove_cycles_leak_no_mounts_cgroups_or_directories() {
         t.runtime.remove(&id).unwrap();
     }
     // Removed containers' directories are deleted in the background: soon, and all of them.
-    let started = std::time::Instant::now();
-    while t.runtime.state_dirs().unwrap()["trash"] > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the trash was not emptied"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_empty_trash(&t.runtime);
     let dirs = t.runtime.state_dirs().unwrap();
     assert_eq!(
         (dirs["containers"], dirs["libcontainer"], dirs["trash"]),
@@ -646,14 +632,7 @@ fn a_reopened_runtime_discards_old_container_directories_without_a_record_and_li
     );
     let listed: Vec<String> = second.list().unwrap().into_iter().map(|c| c.id).collect();
     assert_eq!(listed, std::slice::from_ref(&kept));
-    let started = Instant::now();
-    while second.state_dirs().unwrap()["trash"] > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "trash not emptied"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_empty_trash(&second);
     std::fs::remove_dir_all(&young).unwrap();
     std::fs::remove_dir_all(&foreign).unwrap();
     second.remove(&kept).unwrap();

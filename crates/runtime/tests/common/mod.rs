@@ -127,6 +127,19 @@ pub fn busybox_archive() -> Vec<u8> {
     out
 }
 
+/// Waits (up to 30 s) until the runtime's background deletion of removed containers'
+/// directories is done.
+pub fn wait_for_empty_trash(runtime: &Runtime) {
+    let started = std::time::Instant::now();
+    while runtime.state_dirs().unwrap()["trash"] > 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the trash was not emptied"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// A runtime in a temporary directory, with the busybox image imported.
 pub struct TestRuntime {
     pub dir: tempfile::TempDir,
