@@ -323,38 +323,6 @@ pub fn mount(lowers: &[PathBuf], container_dir: &Path) -> Result<PathBuf, Rootfs
     Ok(rootfs)
 }
 
-/// Whether `path` is a mount point (listed in this process's mount table).
-pub fn is_mounted(path: &Path) -> bool {
-    let Ok(table) = fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = path.to_string_lossy();
-    table
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| unescape_mount_path(m) == want)
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape_mount_path(raw: &str) -> String {
-    let mut out = String::new();
-    let mut chars = raw.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            let code: String = chars.by_ref().take(3).collect();
-            if let Ok(v) = u8::from_str_radix(&code, 8) {
-                out.push(v as char);
-                continue;
-            }
-            out.push('\\');
-            out.push_str(&code);
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Unmounts the container's root (`rootfs/`) only, if mounted: the directory itself goes to the
 /// runtime's trash.
 pub fn unmount_root(container_dir: &Path) -> Result<(), RootfsError> {
@@ -376,11 +344,5 @@ mod tests {
         let bb = chain_id(&chain_id("", &b), &b);
         assert_ne!(ab, bb);
         assert_eq!(ab.len(), 64);
-    }
-
-    #[test]
-    fn mountinfo_paths_are_unescaped() {
-        assert_eq!(unescape_mount_path("/a\\040b"), "/a b");
-        assert_eq!(unescape_mount_path("/plain"), "/plain");
     }
 }

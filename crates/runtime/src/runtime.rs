@@ -1289,9 +1289,7 @@ impl Runtime {
             if init.alive() {
                 let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
             }
-            for other in self.cgroups.pids(&record.cgroup).unwrap_or_default() {
-                let _ = nix::sys::signal::kill(Pid::from_raw(other), Signal::SIGKILL);
-            }
+            self.kill_cgroup(&record.cgroup);
         } else {
             match self.libcontainer(id, "kill") {
                 Ok(mut c) => {
@@ -1310,6 +1308,15 @@ impl Runtime {
         } else {
             Err(RuntimeError::StopTimeout { id: id.to_owned() })
         }
+    }
+
+    /// Sends SIGKILL to every process in the cgroup; whether there was any.
+    fn kill_cgroup(&self, cgroup: &str) -> bool {
+        let pids = self.cgroups.pids(cgroup).unwrap_or_default();
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+        !pids.is_empty()
     }
 
     /// Whether a shim for this container still runs (it writes the exit record last).
@@ -1354,11 +1361,7 @@ impl Runtime {
         if let Some(record) = &record {
             // Whatever still runs in the container's cgroup (an init whose create failed
             // after it was forked) goes first: a cgroup with processes cannot be removed.
-            let left = self.cgroups.pids(&record.cgroup).unwrap_or_default();
-            if !left.is_empty() {
-                for pid in left {
-                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
+            if self.kill_cgroup(&record.cgroup) {
                 wait_until(KILL_WAIT, || {
                     self.cgroups
                         .pids(&record.cgroup)
